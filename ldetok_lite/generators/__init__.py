@@ -1,0 +1,79 @@
+"""Generators on tokenizer latents: a registry and one interface for every family (DETOK_SPEC §4).
+
+    model = create_generator("SiT_tiny", in_channels=8, input_size=8, num_classes=10)
+    loss = model(latents, labels)                       # training: a scalar
+    z = model.generate(labels, cfg=2.0, num_steps=20)   # normalized latents (B, C, h, w)
+    images = decode_latents(tokenizer, z)               # [0, 1]
+
+Families: DiT (Gaussian diffusion), SiT and LightningDiT (flow matching) in this package's
+``dit.py``/``sit.py``/``lightningdit.py``; MAR and the AR models (Generators II) register here too.
+"""
+
+from __future__ import annotations
+
+import importlib
+from pathlib import Path
+
+import torch
+
+from .base import GENERATORS, Generator, register, resolve_name
+
+__all__ = ["GENERATORS", "Generator", "register", "create_generator", "list_generators", "decode_latents"]
+
+
+def create_generator(name: str, **overrides) -> Generator:
+    """Build the registered generator ``name`` (e.g. ``DiT_tiny``, ``SiT_base``) with ``overrides``
+    (in_channels, input_size, num_classes, label_drop, and family-specific keys).
+
+    An unknown name raises ``ValueError`` listing the known names. The model carries
+    ``model.spec = {"kind": "generator", "name": name, "kwargs": overrides}`` for checkpoints.
+    """
+    key = resolve_name(name)
+    try:
+        model = GENERATORS[key](**overrides)
+    except TypeError as e:
+        raise TypeError(f"create_generator({key!r}): {e}") from e
+    model.spec = {"kind": "generator", "name": key, "kwargs": dict(overrides)}
+    return model
+
+
+def list_generators(family: str | None = None) -> list[str]:
+    """Registered names, optionally only those starting with ``family`` (e.g. ``"DiT"``)."""
+    names = sorted(GENERATORS)
+    if family:
+        names = [n for n in names if n.lower().startswith(family.lower() + "_")]
+    return names
+
+
+@torch.no_grad()
+def decode_latents(tokenizer, latents: torch.Tensor) -> torch.Tensor:
+    """Normalized latents (B, C, h, w) → images (B, 3, H, W) in [0, 1].
+
+    ``tokenizer.detokenize`` denormalizes with the tokenizer's latent statistics and decodes.
+    """
+    if not isinstance(latents, torch.Tensor) or latents.ndim != 4:
+        raise ValueError(f"latents must be a (B, C, h, w) tensor, got "
+                         f"{tuple(latents.shape) if isinstance(latents, torch.Tensor) else type(latents).__name__}")
+    c = getattr(tokenizer, "token_channels", None)
+    if c is not None and latents.shape[1] != c:
+        raise ValueError(f"latents have {latents.shape[1]} channels but the tokenizer expects {c}")
+    g = getattr(tokenizer, "grid_size", None)
+    if g is not None and tuple(latents.shape[2:]) != (g, g):
+        raise ValueError(f"latents grid {tuple(latents.shape[2:])} does not match the tokenizer grid ({g}, {g})")
+    was_training = tokenizer.training
+    tokenizer.eval()
+    try:
+        dev = next(tokenizer.parameters()).device
+        images = tokenizer.detokenize(latents.to(dev, torch.float32))
+    finally:
+        tokenizer.train(was_training)
+    return images.clamp(0, 1)
+
+
+# Import every family so that it registers its names. Generators II's files are imported when
+# they exist (they are written in parallel); their own import errors are not hidden.
+from . import dit, lightningdit, sit  # noqa: E402,F401
+
+for _mod in ("diffloss", "mar", "ar"):
+    if (Path(__file__).parent / f"{_mod}.py").exists():
+        importlib.import_module(f"{__name__}.{_mod}")

@@ -1,0 +1,561 @@
+"""The l-DeTok tokenizer: a ViT encoder and a ViT decoder with latent denoising (DETOK_SPEC §1).
+
+The encoder patchifies the image (conv patch embedding + learned absolute positions), drops a
+random fraction of the tokens (MAE masking, training only), runs pre-norm blocks with the
+official 2-D RoPE, and predicts a diagonal Gaussian over ``token_channels`` per patch. The
+decoder embeds the (noised) latents, fills dropped positions with a learned [MASK] token, runs
+its own blocks and maps each token to a ``patch × patch × 3`` pixel patch (1×1 conv) followed by
+a 3×3 conv. Parameter names and shapes are the official ones (DETOK_SPEC §6.1), so
+:func:`load_official_checkpoint` loads the released ``.pth`` files with strict keys.
+
+Images in the public API are in [0, 1]; the model maps them to [-1, 1] internally. Notebook
+``02_tokenizer`` builds it step by step.
+
+Official weights: the l-DeTok release files (``detok-BB-*.pth``, a dict with ``model`` and
+``model_ema``) are linked from the official repository's README (GitHub ``Jiawei-Yang/DeTok``,
+Hugging Face). Download them yourself; nothing here downloads.
+"""
+
+from __future__ import annotations
+
+import math
+import numbers
+import pickle
+import re
+from collections.abc import Mapping
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from .corruption import (
+    additive_noise,
+    interpolative_noise,
+    random_mask_indices,
+    sample_mask_ratio,
+    sample_tau,
+)
+from .layers import Block, RMSNorm, rope_table, swiglu_hidden
+
+__all__ = [
+    "DeTok",
+    "DiagonalGaussian",
+    "TOKENIZERS",
+    "SIZES",
+    "create_tokenizer",
+    "load_official_checkpoint",
+    "infer_official_config",
+]
+
+# ============================================================================================
+# sizes (DETOK_SPEC §1.1) and named tokenizers
+# ============================================================================================
+
+#: (width, layers, heads) of each official size; ``head_dim = width / heads``.
+SIZES: dict[str, tuple[int, int, int]] = {
+    "small": (512, 8, 8),
+    "base": (768, 12, 12),
+    "large": (1024, 24, 16),
+    "xl": (1152, 28, 16),
+    "huge": (1280, 32, 16),
+    # CPU sizes (ours): head_dim 32, so the RoPE keeps 8 frequencies per axis.
+    "tiny": (128, 3, 4),
+    "mini": (192, 4, 6),
+}
+
+_LETTERS = {"S": "small", "B": "base", "L": "large", "XL": "xl"}
+
+#: name -> architecture and default image settings. First letter(s) = encoder, then decoder.
+TOKENIZERS: dict[str, dict] = {
+    f"detok_{e}{d}": dict(encoder=_LETTERS[e], decoder=_LETTERS[d], img_size=256, patch_size=16,
+                          token_channels=16)
+    for e, d in [("S", "S"), ("S", "B"), ("S", "L"), ("B", "S"), ("B", "B"), ("B", "L"),
+                 ("L", "S"), ("L", "B"), ("L", "L"), ("XL", "XL")]
+}
+# CPU sizes: 32 px / patch 4 (8×8 tokens) and 64 px / patch 8 (8×8 tokens).
+TOKENIZERS["detok_tiny"] = dict(encoder="tiny", decoder="tiny", img_size=32, patch_size=4, token_channels=8)
+TOKENIZERS["detok_small_cpu"] = dict(encoder="mini", decoder="mini", img_size=64, patch_size=8,
+                                     token_channels=16)
+
+#: overrides ``create_tokenizer`` accepts (everything else is fixed by the name).
+OVERRIDES = ("img_size", "patch_size", "token_channels", "gamma", "mask_ratio", "use_additive_noise")
+
+#: training defaults of the README recipe (DETOK_SPEC §3.1): γ = 3, M = 0.7.
+DEFAULT_GAMMA = 3.0
+DEFAULT_MASK_RATIO = 0.7
+
+
+# ============================================================================================
+# the latent distribution (DETOK_SPEC §1.6)
+# ============================================================================================
+
+
+class DiagonalGaussian:
+    """``N(mean, exp(logvar))`` per token and channel, from moments ``(B, L, 2C)``.
+
+    ``logvar`` is clamped to [-30, 20] as in the official code. ``kl()`` is summed over tokens and
+    channels, one value per sample (covering the visible tokens only when masking).
+    """
+
+    def __init__(self, moments: torch.Tensor):
+        self.moments = moments
+        self.mean, logvar = moments.chunk(2, dim=-1)
+        self.logvar = logvar.clamp(-30.0, 20.0)
+        self.std = torch.exp(0.5 * self.logvar)
+        self.var = torch.exp(self.logvar)
+
+    def sample(self, generator: torch.Generator | None = None) -> torch.Tensor:
+        """``mean + std·ε`` (reparameterised; ε drawn from ``generator`` when given)."""
+        if generator is None:
+            eps = torch.randn_like(self.mean)
+        else:
+            eps = torch.randn(self.mean.shape, generator=generator, device=generator.device,
+                              dtype=self.mean.dtype).to(self.mean.device)
+        return self.mean + self.std * eps
+
+    def mode(self) -> torch.Tensor:
+        return self.mean
+
+    def kl(self) -> torch.Tensor:
+        """KL to N(0, I): ``0.5·Σ(μ² + σ² - 1 - logvar)``, shape ``(B,)``."""
+        per = 0.5 * (self.mean.pow(2) + self.var - 1.0 - self.logvar)
+        return per.flatten(1).sum(dim=1)
+
+
+# ============================================================================================
+# encoder and decoder (DETOK_SPEC §1.2, §1.4)
+# ============================================================================================
+
+
+class _ImageToTokens(nn.Module):
+    """(B, W, h, w) → (B, h·w, W), row-major (``n = h·grid + w``). No parameters."""
+
+    def forward(self, x):
+        return x.flatten(2).transpose(1, 2)
+
+
+class _TokensToGrid(nn.Module):
+    """(B, h·w, W) → (B, W, h, w). No parameters."""
+
+    def __init__(self, grid: int):
+        super().__init__()
+        self.grid = grid
+
+    def forward(self, x):
+        return x.transpose(1, 2).unflatten(2, (self.grid, self.grid))
+
+
+class _Unpatchify(nn.Module):
+    """(B, p·p·3, h, w) → (B, 3, h·p, w·p), channel index ``(p1·p + p2)·3 + c`` (DETOK_SPEC §1.4)."""
+
+    def __init__(self, patch: int):
+        super().__init__()
+        self.patch = patch
+
+    def forward(self, x):
+        b, _, h, w = x.shape
+        p = self.patch
+        x = x.view(b, p, p, 3, h, w).permute(0, 3, 4, 1, 5, 2)  # b c h p1 w p2
+        return x.reshape(b, 3, h * p, w * p)
+
+
+class Encoder(nn.Module):
+    """Image in [-1, 1] → Gaussian moments ``(B, L, 2C)`` of the visible tokens (DETOK_SPEC §1.2)."""
+
+    def __init__(self, img_size: int, patch_size: int, width: int, layers: int, heads: int,
+                 token_channels: int):
+        super().__init__()
+        self.grid_size = img_size // patch_size
+        self.seq_len = self.grid_size**2
+        self.patch_embed = nn.Sequential(nn.Conv2d(3, width, patch_size, patch_size), _ImageToTokens())
+        self.positional_embedding = nn.Parameter(width**-0.5 * torch.randn(1, self.seq_len, width))
+        self.ln_pre = RMSNorm(width)
+        self.transformer = nn.ModuleList(Block(width, heads, swiglu_hidden(width)) for _ in range(layers))
+        self.ln_post = RMSNorm(width)
+        self.latent_head = nn.Linear(width, 2 * token_channels)
+        self.register_buffer("rope_tensor", rope_table(width // heads, self.grid_size), persistent=False)
+
+    def forward(self, x, mask_ratio: float = 0.0, mask_noise=None, generator=None):
+        """Returns ``(moments (B, L, 2C), ids_restore (B, N) or None)``. Masking happens after the
+        absolute positions are added; the RoPE rows of the kept tokens go with them."""
+        tokens = self.patch_embed(x) + self.positional_embedding
+        rope = self.rope_tensor
+        ids_restore = None
+        if mask_ratio > 0:
+            b, n, w = tokens.shape
+            ids_keep, _, ids_restore = random_mask_indices(b, n, mask_ratio, mask_noise, generator, x.device)
+            tokens = torch.gather(tokens, 1, ids_keep[..., None].expand(-1, -1, w))
+            rope = torch.gather(rope.expand(b, -1, -1), 1, ids_keep[..., None].expand(-1, -1, rope.shape[-1]))
+        h = self.ln_pre(tokens)
+        for block in self.transformer:
+            h = block(h, rope)
+        return self.latent_head(self.ln_post(h)), ids_restore
+
+
+class Decoder(nn.Module):
+    """Latents ``(B, L, C)`` (+ ``ids_restore`` when masked) → image in [-1, 1] (DETOK_SPEC §1.4)."""
+
+    def __init__(self, img_size: int, patch_size: int, width: int, layers: int, heads: int,
+                 token_channels: int):
+        super().__init__()
+        self.grid_size = img_size // patch_size
+        self.seq_len = self.grid_size**2
+        self.positional_embedding = nn.Parameter(width**-0.5 * torch.randn(1, self.seq_len, width))
+        self.mask_token = nn.Parameter(width**-0.5 * torch.randn(1, 1, width))
+        self.decoder_embed = nn.Linear(token_channels, width)
+        self.ln_pre = RMSNorm(width)
+        self.transformer = nn.ModuleList(Block(width, heads, swiglu_hidden(width)) for _ in range(layers))
+        self.ln_post = RMSNorm(width)
+        self.ffn = nn.Sequential(
+            _TokensToGrid(self.grid_size),
+            nn.Conv2d(width, patch_size * patch_size * 3, 1),
+            _Unpatchify(patch_size),
+        )
+        self.conv_out = nn.Conv2d(3, 3, 3, padding=1)
+        self.register_buffer("rope_tensor", rope_table(width // heads, self.grid_size), persistent=False)
+
+    def forward(self, z, ids_restore=None):
+        x = self.decoder_embed(z)
+        if ids_restore is not None:
+            b, keep, w = x.shape
+            # The official code appends N + 1 - L mask tokens, one more than needed (a leftover of
+            # MAE's cls token); the extra one is never gathered. Same count here, same result.
+            fill = self.mask_token.to(x.dtype).expand(b, self.seq_len + 1 - keep, w)
+            x = torch.cat([x, fill], dim=1)
+            x = torch.gather(x, 1, ids_restore[..., None].expand(-1, -1, w))
+        x = self.ln_pre(x + self.positional_embedding)
+        for block in self.transformer:
+            x = block(x, self.rope_tensor)
+        return self.conv_out(self.ffn(self.ln_post(x)))
+
+
+# ============================================================================================
+# the tokenizer
+# ============================================================================================
+
+
+def _init_weights(module: nn.Module) -> None:
+    """DETOK_SPEC §1.5: trunc-normal(0.02) weights and zero biases for Linear/Conv; norms stay 1."""
+    if isinstance(module, (nn.Linear, nn.Conv1d, nn.Conv2d)):
+        nn.init.trunc_normal_(module.weight, std=0.02)
+        if module.bias is not None:
+            nn.init.zeros_(module.bias)
+
+
+def _as_stats(value, channels: int, name: str) -> torch.Tensor:
+    if isinstance(value, numbers.Real) and not isinstance(value, bool):
+        t = torch.full((channels,), float(value))
+    else:
+        try:
+            t = torch.as_tensor(value, dtype=torch.float32).detach().flatten().cpu()
+        except (TypeError, ValueError, RuntimeError):
+            raise TypeError(f"{name} must be a float or a vector of {channels} floats, "
+                            f"got {type(value).__name__}") from None
+        if t.numel() == 1:
+            t = t.expand(channels).clone()
+        if t.numel() != channels:
+            raise ValueError(f"{name} has {t.numel()} values; allowed 1 or token_channels={channels}")
+    if not torch.isfinite(t).all():
+        raise ValueError(f"{name} must be finite, got {t.tolist()}")
+    return t
+
+
+class DeTok(nn.Module):
+    """The l-DeTok tokenizer (DETOK_SPEC §1). Build one with :func:`create_tokenizer`.
+
+    - ``forward(x)``: the training forward (random mask ratio per batch, τ per sample, posterior
+      sample, noise on the visible latents); returns ``(recon, kl)``. In ``eval()`` mode it is a
+      clean reconstruction instead (the official code still masks in eval mode: DETOK_SPEC §1.8).
+    - ``encode`` / ``decode``: explicit corruption arguments, nothing implicit.
+    - ``tokenize`` / ``detokenize`` / ``reconstruct``: inference, no masking, no noise.
+    """
+
+    def __init__(self, encoder: str = "small", decoder: str = "base", img_size: int = 256, patch_size: int = 16,
+                 token_channels: int = 16, gamma: float = DEFAULT_GAMMA, mask_ratio: float = DEFAULT_MASK_RATIO,
+                 use_additive_noise: bool = False):
+        super().__init__()
+        for key, value in (("img_size", img_size), ("patch_size", patch_size), ("token_channels", token_channels)):
+            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+                raise ValueError(f"{key}={value!r} is out of range; allowed an int >= 1")
+        if img_size % patch_size != 0:
+            raise ValueError(f"img_size={img_size} is not divisible by patch_size={patch_size}")
+        if not isinstance(gamma, numbers.Real) or isinstance(gamma, bool) or not 0 <= gamma < math.inf:
+            raise ValueError(f"gamma={gamma!r} is out of range; allowed a finite float >= 0")
+        if not isinstance(mask_ratio, numbers.Real) or isinstance(mask_ratio, bool) or not 0 <= mask_ratio < 1:
+            raise ValueError(f"mask_ratio={mask_ratio!r} is out of range; allowed [0, 1)")
+        if not isinstance(use_additive_noise, bool):
+            raise ValueError(f"use_additive_noise={use_additive_noise!r} must be a bool")
+        for key, size in (("encoder", encoder), ("decoder", decoder)):
+            if size not in SIZES:
+                raise ValueError(f"{key}={size!r} is not a known size; allowed: {', '.join(SIZES)}")
+        self.img_size = img_size
+        self.patch_size = patch_size
+        self.grid_size = img_size // patch_size
+        self.seq_len = self.grid_size**2
+        self.token_channels = token_channels
+        self.gamma = float(gamma)
+        self.mask_ratio = float(mask_ratio)
+        self.use_additive_noise = use_additive_noise
+        self.scale_factor = 1.0
+        self.encoder = Encoder(img_size, patch_size, *SIZES[encoder], token_channels)
+        self.decoder = Decoder(img_size, patch_size, *SIZES[decoder], token_channels)
+        # Latent channel statistics for the generators (non-persistent, as in the official code).
+        self.register_buffer("latent_mean", torch.zeros(token_channels), persistent=False)
+        self.register_buffer("latent_std", torch.ones(token_channels), persistent=False)
+        self.apply(_init_weights)
+        self.spec = {"kind": "tokenizer", "name": f"detok_custom_{encoder}_{decoder}", "kwargs": {}}
+
+    # ---------------------------------------------------------------- input checks
+
+    def _check_images(self, x, name: str = "x") -> torch.Tensor:
+        if not isinstance(x, torch.Tensor):
+            raise TypeError(f"{name} must be a float tensor (B, 3, H, W) in [0, 1], got {type(x).__name__}")
+        if not torch.is_floating_point(x):
+            raise ValueError(f"{name} has dtype {x.dtype}; allowed a float tensor in [0, 1] "
+                             "(for uint8 images use x.float() / 255)")
+        if x.ndim != 4 or x.shape[1] != 3:
+            raise ValueError(f"{name} has shape {tuple(x.shape)}; allowed (B, 3, H, W) RGB images")
+        h, w = x.shape[-2:]
+        if h % self.patch_size or w % self.patch_size:
+            raise ValueError(f"{name} has size {h}x{w}, not divisible by patch_size={self.patch_size}")
+        if h != self.img_size or w != self.img_size:
+            raise ValueError(f"{name} has size {h}x{w} ({h // self.patch_size}x{w // self.patch_size} patches) "
+                             f"but the model's grid is {self.grid_size}x{self.grid_size} "
+                             f"(img_size={self.img_size}); resize the images or build the tokenizer "
+                             f"with img_size={h}")
+        if x.numel() and not torch.isfinite(x).all():
+            raise ValueError(f"{name} contains NaN or Inf values")
+        return x
+
+    def _check_latents(self, z, name: str = "z", channels_first: bool = False) -> torch.Tensor:
+        c = self.token_channels
+        if not isinstance(z, torch.Tensor) or not torch.is_floating_point(z):
+            raise TypeError(f"{name} must be a float tensor")
+        if channels_first:
+            want = (c, self.grid_size, self.grid_size)
+            if z.ndim != 4 or tuple(z.shape[1:]) != want:
+                raise ValueError(f"{name} has shape {tuple(z.shape)}; allowed (B, {c}, {self.grid_size}, "
+                                 f"{self.grid_size}) normalised latents")
+        elif z.ndim != 3 or z.shape[-1] != c:
+            raise ValueError(f"{name} has shape {tuple(z.shape)}; allowed (B, L, {c}) latent tokens")
+        return z
+
+    # ---------------------------------------------------------------- encode / decode
+
+    def encode(self, x, mask_ratio: float = 0.0, noise_tau=None, sampling: bool = False, gamma=None,
+               generator: torch.Generator | None = None, *, mask_noise=None, noise=None):
+        """Images ``x`` in [0, 1] → ``(z (B, L, C), ids_restore (B, N) or None, posterior)``.
+
+        - ``mask_ratio`` in [0, 1): fraction of patch tokens dropped at the encoder input
+          (``L = ⌈N·(1 - mask_ratio)⌉``; ``ids_restore`` is None when 0). ``mask_noise`` (B, N)
+          fixes the drop order (nested masks as the ratio grows).
+        - ``sampling``: posterior sample instead of its mean.
+        - ``noise_tau``: None (no noise), a float or a per-sample tensor ``[B]``; applied after
+          sampling to the visible latents with ``gamma`` (default ``self.gamma``; no noise when
+          γ = 0), interpolative or additive per ``use_additive_noise``. ``noise`` fixes ε.
+        """
+        x = self._check_images(x)
+        if not isinstance(mask_ratio, numbers.Real) or isinstance(mask_ratio, bool) or not 0 <= mask_ratio < 1:
+            raise ValueError(f"mask_ratio={mask_ratio!r} is out of range; allowed [0, 1)")
+        moments, ids_restore = self.encoder(x * 2.0 - 1.0, float(mask_ratio), mask_noise, generator)
+        posterior = DiagonalGaussian(moments)
+        z = posterior.sample(generator) if sampling else posterior.mean
+        gamma = self.gamma if gamma is None else gamma
+        if noise_tau is not None and gamma > 0:
+            corrupt = additive_noise if self.use_additive_noise else interpolative_noise
+            z = corrupt(z, noise_tau, gamma, noise=noise, generator=generator)
+        return z, ids_restore, posterior
+
+    def decode(self, z, ids_restore=None) -> torch.Tensor:
+        """Latent tokens ``(B, L, C)`` → images in [0, 1]-space, **not** clamped (for losses).
+
+        With ``ids_restore`` the missing positions get the [MASK] token; without it ``L`` must be
+        the full ``N``.
+        """
+        z = self._check_latents(z)
+        if ids_restore is None and z.shape[1] != self.seq_len:
+            raise ValueError(f"z has {z.shape[1]} tokens but the decoder needs {self.seq_len} "
+                             "(pass ids_restore from encode() when tokens were masked)")
+        if ids_restore is not None and (ids_restore.ndim != 2 or ids_restore.shape != (z.shape[0], self.seq_len)):
+            raise ValueError(f"ids_restore has shape {tuple(ids_restore.shape)}; allowed "
+                             f"({z.shape[0]}, {self.seq_len})")
+        return self.decoder(z, ids_restore) * 0.5 + 0.5
+
+    def forward(self, x, generator: torch.Generator | None = None):
+        """Training forward: ``(recon (B, 3, H, W) in [0,1]-space unclamped, kl (B,))``.
+
+        In train mode: m = max(0, U(-0.1, M)) once per batch, τ ~ U[0, 1) per sample (when
+        γ > 0), posterior sample, noise on the visible latents, decoder with [MASK] tokens
+        (DETOK_SPEC §1.6-1.8). In eval mode: no mask, no noise, posterior mean.
+        """
+        if self.training:
+            m = sample_mask_ratio(self.mask_ratio, generator)
+            tau = sample_tau(x.shape[0], generator, x.device) if self.gamma > 0 else None
+            z, ids_restore, posterior = self.encode(x, m, tau, sampling=True, generator=generator)
+        else:
+            z, ids_restore, posterior = self.encode(x)
+        return self.decode(z, ids_restore), posterior.kl()
+
+    # ---------------------------------------------------------------- inference API
+
+    def normalize_z(self, z: torch.Tensor) -> torch.Tensor:
+        """``(z - mean)·scale_factor / std`` over the channel (last) dim (DETOK_SPEC §1.9)."""
+        return (z - self.latent_mean) * self.scale_factor / self.latent_std
+
+    def denormalize_z(self, z: torch.Tensor) -> torch.Tensor:
+        return z * self.latent_std / self.scale_factor + self.latent_mean
+
+    def tokenize(self, x, sampling: bool = False, generator: torch.Generator | None = None) -> torch.Tensor:
+        """Images in [0, 1] → normalised channels-first latents ``(B, C, h, w)``; no mask, no noise."""
+        z, _, _ = self.encode(x, sampling=sampling, generator=generator)
+        z = self.normalize_z(z)
+        return z.transpose(1, 2).unflatten(2, (self.grid_size, self.grid_size))
+
+    def detokenize(self, z) -> torch.Tensor:
+        """Normalised latents ``(B, C, h, w)`` → images in [0, 1] (clamped)."""
+        z = self._check_latents(z, channels_first=True)
+        z = self.denormalize_z(z.flatten(2).transpose(1, 2))
+        return self.decode(z).clamp(0.0, 1.0)
+
+    def reconstruct(self, x) -> torch.Tensor:
+        """Encode (posterior mean, no mask, no noise) and decode; images in [0, 1] (clamped)."""
+        z, _, _ = self.encode(x)
+        return self.decode(z).clamp(0.0, 1.0)
+
+    def set_latent_stats(self, mean, std) -> None:
+        """Per-channel (vector of ``token_channels``) or global (float) latent statistics used by
+        ``tokenize``/``detokenize``. Unlike the official ``reset_stats``, floats work."""
+        c = self.token_channels
+        mean_t = _as_stats(mean, c, "mean")
+        std_t = _as_stats(std, c, "std")
+        if (std_t <= 0).any():
+            raise ValueError(f"std must be > 0, got {std_t.tolist()}")
+        self.latent_mean = mean_t.to(self.latent_mean.device)
+        self.latent_std = std_t.to(self.latent_std.device)
+
+    @property
+    def latent_stats(self) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.latent_mean.clone(), self.latent_std.clone()
+
+    def extra_repr(self) -> str:
+        return (f"img_size={self.img_size}, patch_size={self.patch_size}, token_channels={self.token_channels}, "
+                f"gamma={self.gamma}, mask_ratio={self.mask_ratio}, use_additive_noise={self.use_additive_noise}")
+
+
+# ============================================================================================
+# factory and official checkpoints
+# ============================================================================================
+
+
+def create_tokenizer(name: str = "detok_tiny", **overrides) -> DeTok:
+    """Build a tokenizer by name (``detok_SS`` … ``detok_XLXL``, ``detok_tiny``, ``detok_small_cpu``).
+
+    ``overrides``: ``img_size``, ``patch_size``, ``token_channels``, ``gamma``, ``mask_ratio``,
+    ``use_additive_noise``. Build on the meta device (``with torch.device("meta"):``) to inspect
+    large sizes without allocating them.
+    """
+    if name not in TOKENIZERS:
+        import difflib
+
+        close = difflib.get_close_matches(str(name), list(TOKENIZERS), n=1)
+        hint = f" (did you mean {close[0]!r}?)" if close else ""
+        raise ValueError(f"unknown tokenizer {name!r}{hint}; allowed: {', '.join(TOKENIZERS)}")
+    bad = [k for k in overrides if k not in OVERRIDES]
+    if bad:
+        raise ValueError(f"unknown tokenizer override {bad[0]!r}; allowed: {', '.join(OVERRIDES)}")
+    arch = dict(TOKENIZERS[name])
+    kwargs = dict(gamma=DEFAULT_GAMMA, mask_ratio=DEFAULT_MASK_RATIO, use_additive_noise=False)
+    kwargs.update({k: arch.pop(k) for k in ("img_size", "patch_size", "token_channels")})
+    kwargs.update(overrides)
+    model = DeTok(encoder=arch["encoder"], decoder=arch["decoder"], **kwargs)
+    model.spec = {"kind": "tokenizer", "name": name, "kwargs": dict(overrides)}
+    return model
+
+
+def infer_official_config(state_dict: Mapping) -> dict:
+    """Guess ``name``, ``img_size``, ``patch_size``, ``token_channels`` from DeTok weights."""
+    sd = state_dict
+
+    def size_of(prefix: str) -> str | None:
+        width = sd[f"{prefix}.ln_pre.weight"].shape[0]
+        depth = 1 + max((int(m.group(1)) for k in sd if (m := re.match(rf"{prefix}\.transformer\.(\d+)\.", k))),
+                        default=-1)
+        for letter, size in _LETTERS.items():
+            if SIZES[size][:2] == (width, depth):
+                return letter
+        return None
+
+    enc, dec = size_of("encoder"), size_of("decoder")
+    patch = sd["encoder.patch_embed.0.weight"].shape[-1]
+    grid = math.isqrt(sd["encoder.positional_embedding"].shape[1])
+    out = {"img_size": grid * patch, "patch_size": patch, "token_channels": sd["decoder.decoder_embed.weight"].shape[1]}
+    if enc and dec and f"detok_{enc}{dec}" in TOKENIZERS:
+        out["name"] = f"detok_{enc}{dec}"
+    return out
+
+
+def _shape_report(model: nn.Module, sd: Mapping) -> str:
+    expected = {k: tuple(v.shape) for k, v in model.state_dict().items()}
+    missing = [k for k in expected if k not in sd]
+    unexpected = [k for k in sd if k not in expected]
+    wrong = [f"{k}: file {tuple(sd[k].shape)} vs model {expected[k]}" for k in expected
+             if k in sd and tuple(sd[k].shape) != expected[k]]
+    lines = []
+    for label, items in (("missing", missing), ("unexpected", unexpected), ("shape mismatch", wrong)):
+        if items:
+            more = f" (+{len(items) - 5} more)" if len(items) > 5 else ""
+            lines.append(f"{label} ({len(items)}): {', '.join(items[:5])}{more}")
+    return "; ".join(lines)
+
+
+def load_official_checkpoint(path, name: str = "detok_BB", which: str = "model_ema", **overrides) -> DeTok:
+    """Load an official l-DeTok release ``.pth`` (a dict with ``model`` / ``model_ema``).
+
+    Read with ``torch.load(weights_only=True)`` and loaded with strict keys into
+    ``create_tokenizer(name, **overrides)``; ``name="auto"`` infers the size from the file. A bare
+    state dict (keys ``encoder.*``/``decoder.*``) or an already-loaded dict works too. Returns the
+    tokenizer in eval mode. Latent statistics are not in the checkpoint: call
+    ``set_latent_stats`` (the release's ``stats.pkl``, first ``token_channels`` entries).
+    """
+    if isinstance(path, Mapping):
+        ckpt, where = path, "the given dict"
+    else:
+        p = Path(path)
+        if not p.is_file():
+            raise FileNotFoundError(f"no checkpoint at {str(p)!r}; the official l-DeTok weights are linked from the "
+                                    "README of github.com/Jiawei-Yang/DeTok (Hugging Face); download them first")
+        where = str(p)
+        try:
+            ckpt = torch.load(p, map_location="cpu", weights_only=True)
+        except (pickle.UnpicklingError, RuntimeError, EOFError, ValueError, AttributeError) as e:
+            first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+            raise ValueError(f"{where} could not be read as a PyTorch checkpoint with weights_only=True "
+                             f"({first}); is it an official l-DeTok .pth file?") from None
+    if not isinstance(ckpt, Mapping):
+        raise ValueError(f"{where} holds a {type(ckpt).__name__}, not a checkpoint dict with 'model'/'model_ema'")
+    if any(isinstance(k, str) and k.startswith(("encoder.", "decoder.")) for k in ckpt):
+        sd = ckpt  # a bare state dict
+    elif which in ckpt:
+        sd = ckpt[which]
+    else:
+        raise ValueError(f"{where} has no entry {which!r}; it has: {', '.join(map(str, list(ckpt)[:10]))} "
+                         "(use which='model' or which='model_ema')")
+    if not isinstance(sd, Mapping) or not all(isinstance(v, torch.Tensor) for v in sd.values()):
+        raise ValueError(f"{where}[{which!r}] is not a state dict of tensors")
+    if "encoder.ln_pre.weight" not in sd or "decoder.ln_pre.weight" not in sd:
+        raise ValueError(f"{where} does not look like DeTok weights (no encoder./decoder. keys); "
+                         f"first keys: {', '.join(list(sd)[:5])}")
+    guess = infer_official_config(sd)
+    if name == "auto":
+        if "name" not in guess:
+            raise ValueError(f"could not infer the tokenizer size of {where}; pass name= explicitly")
+        name = guess["name"]
+        for key in ("img_size", "patch_size", "token_channels"):
+            overrides.setdefault(key, guess[key])
+    model = create_tokenizer(name, **overrides)
+    report = _shape_report(model, sd)
+    if report:
+        hint = ", ".join(f"{k}={v!r}" for k, v in guess.items())
+        raise ValueError(f"{where} does not match {name} ({report}). The file looks like: {hint}")
+    model.load_state_dict(sd, strict=True)
+    return model.eval()

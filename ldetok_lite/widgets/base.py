@@ -1,0 +1,90 @@
+"""The base of every interactive panel (taught in notebooks/01 and used by all widget cells).
+
+A panel has a pure ``render(**params) -> PIL.Image`` that headless runs and tests call directly,
+and a thin ipywidgets layer: each control's value feeds the parameter of the same name, an
+observer re-renders into an ``ipywidgets.Image`` when a value changes, and errors are shown in
+the panel (and kept in ``last_error``) instead of vanishing inside a callback.
+"""
+
+from __future__ import annotations
+
+import traceback
+
+import ipywidgets as W
+
+from ..viz import png_bytes
+
+
+class Panel:
+    """Subclass and implement ``render(**params)`` and ``build_controls() -> {param: widget}``."""
+
+    title: str = ""
+
+    def __init__(self):
+        self.params: dict[str, W.ValueWidget] = self.build_controls()
+        self.buttons: list[W.Button] = self.build_buttons()
+        self.image = W.Image(format="png")
+        self.status = W.HTML(value="")
+        self.last_params: dict | None = None
+        self.last_error: str | None = None
+        self.renders = 0
+        for w in self.params.values():
+            w.observe(self._on_change, names="value")
+        controls = list(self.params.values()) + self.buttons
+        header = [W.HTML(f"<b>{self.title}</b>")] if self.title else []
+        self.ui = W.VBox(header + [W.HBox(controls, layout=W.Layout(flex_flow="row wrap")), self.image,
+                                   self.status])
+
+    # --- to implement -------------------------------------------------------------------
+    def build_controls(self) -> dict:
+        """Return ``{param_name: widget}``; every widget's value is passed to ``render``."""
+        raise NotImplementedError
+
+    def build_buttons(self) -> list:
+        """Optional action buttons (e.g. resample noise); call ``self.refresh()`` in handlers."""
+        return []
+
+    def render(self, **params):
+        """Pure: parameters in, a PIL image out. Raises on bad input."""
+        raise NotImplementedError
+
+    # --- provided -----------------------------------------------------------------------
+    def current_params(self) -> dict:
+        return {name: w.value for name, w in self.params.items()}
+
+    def refresh(self):
+        """Re-render with the current control values and update the image (errors go to ``status``)."""
+        params = self.current_params()
+        try:
+            img = self.render(**params)
+        except Exception as e:  # shown in the panel, kept for tests
+            self.last_error = "".join(traceback.format_exception_only(type(e), e)).strip()
+            self.status.value = f"<pre style='color:#b00'>Error in {type(self).__name__}: {self.last_error}</pre>"
+            raise
+        self.image.value = png_bytes(img)
+        self.last_params = params
+        self.last_error = None
+        self.status.value = self.describe(params)
+        self.renders += 1
+        return img
+
+    def describe(self, params: dict) -> str:
+        """A readout shown under the image (override for richer text)."""
+        return " &nbsp; ".join(f"{k} = {v:.3g}" if isinstance(v, float) else f"{k} = {v}" for k, v in params.items())
+
+    def _on_change(self, _change=None):
+        try:
+            self.refresh()
+        except Exception:
+            pass  # already shown in ``status`` and kept in ``last_error``
+
+    def static(self):
+        """The figure for headless runs: render with the current (default) values; raises on error."""
+        return self.refresh()
+
+    def _ipython_display_(self):
+        from IPython.display import display
+
+        if self.last_params is None:
+            self._on_change()
+        display(self.ui)

@@ -1,0 +1,82 @@
+import subprocess
+import sys
+
+import pytest
+
+from ldetok_lite.cli import _parse_value, main
+from ldetok_lite.config import ConfigError
+from ldetok_lite.notebook import check_parameters
+
+
+def run_cli(*args, cwd=None):
+    return subprocess.run([sys.executable, "-m", "ldetok_lite.cli", *args], capture_output=True, text=True,
+                          cwd=cwd, timeout=300)
+
+
+def test_unknown_preset_is_one_line_error(root):
+    r = run_cli("run", "00", "--preset", "tiy", "--out", "unused", cwd=root)
+    assert r.returncode == 2
+    err = r.stderr.strip()
+    assert err.startswith("ldetok-lite: error: unknown preset 'tiy'") and "tiny" in err and "\n" not in err
+
+
+def test_unknown_and_mistyped_notebook_parameter(root, tmp_path):
+    r = run_cli("run", "00", "--preset", "smoke", "--out", str(tmp_path), "-p", "devise", "cpu", cwd=root)
+    assert r.returncode == 2
+    assert "unknown parameter 'devise'" in r.stderr and "did you mean 'device'" in r.stderr
+    assert len(r.stderr.strip().splitlines()) == 1
+    r = run_cli("run", "00", "--preset", "smoke", "--out", str(tmp_path), "-p", "interactive", "yes", cwd=root)
+    assert r.returncode == 2 and "pass interactive with its own option" in r.stderr
+
+
+def test_missing_data_dir_is_one_line_error(root, tmp_path):
+    r = run_cli("run", "00", "--preset", "smoke", "--out", str(tmp_path), "-p", "data_dir", str(tmp_path / "nope"),
+                cwd=root)
+    assert r.returncode == 2
+    assert "data_dir" in r.stderr and "does not exist" in r.stderr and len(r.stderr.strip().splitlines()) == 1
+
+
+def test_unknown_notebook_name(root, tmp_path, capsys):
+    assert main(["run", "does_not_exist", "--preset", "smoke", "--out", str(tmp_path)]) == 2
+    assert "matches no notebook" in capsys.readouterr().err
+
+
+def test_failing_notebook_stops_with_name_and_cell(root, tmp_path, capsys):
+    import nbformat
+
+    nb = nbformat.v4.new_notebook()
+    p = nbformat.v4.new_code_cell('preset = "smoke"\nseed = 0\nout_dir = ""\ninteractive = True')
+    p.metadata["tags"] = ["parameters"]
+    nb.cells = [p, nbformat.v4.new_code_cell("x = 1"), nbformat.v4.new_code_cell("raise RuntimeError('boom')"),
+                nbformat.v4.new_code_cell("y = 2")]
+    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
+    path = tmp_path / "99_broken.ipynb"
+    nbformat.write(nb, path)
+    code = main(["run", str(path), "--preset", "smoke", "--out", str(tmp_path / "out")])
+    err = capsys.readouterr().err
+    assert code == 2
+    assert "99_broken failed at cell" in err and "RuntimeError: boom" in err
+    assert (tmp_path / "out" / "99_broken.ipynb").exists()  # the executed copy shows the traceback
+
+
+def test_parse_value_follows_papermill():
+    assert _parse_value("True") is True and _parse_value("None") is None
+    assert _parse_value("3") == 3 and _parse_value("0.5") == 0.5 and _parse_value("cpu") == "cpu"
+
+
+def test_notebook_setup_rejects_unknown_wrong_type_and_range():
+    with pytest.raises(ConfigError, match=r"unknown notebook parameter 'tua'.*did you mean 'tau'"):
+        check_parameters({"tua": 0.5}, extra={"tau": float})
+    with pytest.raises(ConfigError, match=r"seed='1' must be int"):
+        check_parameters({"seed": "1"})
+    with pytest.raises(ConfigError, match=r"preset='huge' is not allowed"):
+        check_parameters({"preset": "huge"})
+    assert check_parameters({"tau": 1}, extra={"tau": float}) == {"tau": 1.0}
+
+
+def test_doctor_and_presets(capsys):
+    assert main(["doctor"]) == 0
+    out = capsys.readouterr().out
+    assert "torch" in out and "widgets" in out and "offline assets" in out
+    assert main(["presets"]) == 0
+    assert "smoke" in capsys.readouterr().out
