@@ -31,3 +31,10 @@ def test_readme_quick_start_and_ci(root):
     assert "make demo" in readme and "make test" in readme
     ci = (root / ".ci" / "run").read_text()
     assert "make test" in ci
+
+
+def test_every_public_name_resolves():
+    import ldetok_lite
+
+    for name in ldetok_lite.__all__:
+        assert getattr(ldetok_lite, name) is not None, name

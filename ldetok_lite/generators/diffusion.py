@@ -45,7 +45,7 @@ def get_betas(schedule: str, num_timesteps: int = 1000) -> torch.Tensor:
         raise ValueError(f"num_timesteps={num_timesteps!r} is invalid; allowed: an int >= 1")
     if schedule == "linear":
         scale = 1000.0 / num_timesteps
-        return torch.linspace(scale * 1e-4, scale * 0.02, num_timesteps, dtype=torch.float64)
+        return torch.linspace(scale * 1e-4, scale * 0.02, num_timesteps, dtype=torch.float64, device="cpu")
     if schedule == "cosine":
         s = 0.008
 
@@ -54,7 +54,7 @@ def get_betas(schedule: str, num_timesteps: int = 1000) -> torch.Tensor:
 
         betas = [min(1 - abar((i + 1) / num_timesteps) / abar(i / num_timesteps), 0.999)
                  for i in range(num_timesteps)]
-        return torch.tensor(betas, dtype=torch.float64)
+        return torch.tensor(betas, dtype=torch.float64, device="cpu")
     raise ValueError(f"schedule={schedule!r} is not known; allowed: {', '.join(SCHEDULES)}")
 
 
@@ -141,7 +141,7 @@ class GaussianDiffusion:
                  betas: torch.Tensor | None = None, timestep_map: list[int] | None = None):
         if betas is None:
             betas = get_betas(schedule, num_timesteps)
-        betas = torch.as_tensor(betas, dtype=torch.float64)
+        betas = torch.as_tensor(betas, dtype=torch.float64, device="cpu")
         if betas.ndim != 1 or not bool(((betas > 0) & (betas <= 1)).all()):
             raise ValueError("betas must be a 1-D vector with values in (0, 1]")
         self.schedule = schedule
@@ -149,11 +149,12 @@ class GaussianDiffusion:
         self.betas = betas
         self.num_timesteps = int(betas.shape[0])
         self.timestep_map = torch.as_tensor(
-            list(range(self.num_timesteps)) if timestep_map is None else list(timestep_map), dtype=torch.long)
+            list(range(self.num_timesteps)) if timestep_map is None else list(timestep_map), dtype=torch.long,
+            device="cpu")
 
         alphas = 1.0 - betas
         self.alphas_cumprod = torch.cumprod(alphas, dim=0)
-        self.alphas_cumprod_prev = torch.cat([torch.ones(1, dtype=torch.float64), self.alphas_cumprod[:-1]])
+        self.alphas_cumprod_prev = torch.cat([torch.ones(1, dtype=torch.float64, device="cpu"), self.alphas_cumprod[:-1]])
         self.sqrt_alphas_cumprod = self.alphas_cumprod.sqrt()
         self.sqrt_one_minus_alphas_cumprod = (1.0 - self.alphas_cumprod).sqrt()
         self.log_one_minus_alphas_cumprod = torch.log(1.0 - self.alphas_cumprod)
@@ -202,7 +203,7 @@ class GaussianDiffusion:
             betas.append(1.0 - abar / last)
             last = abar
         return GaussianDiffusion(schedule=self.schedule, learn_sigma=self.learn_sigma,
-                                 betas=torch.tensor(betas, dtype=torch.float64),
+                                 betas=torch.tensor(betas, dtype=torch.float64, device="cpu"),
                                  timestep_map=[base_map[i] for i in keep])
 
     def sample_timesteps(self, batch: int, device, generator: torch.Generator | None = None) -> torch.Tensor:

@@ -19,6 +19,7 @@ The order/mask helpers here are shared with the AR models (``ar.py``) and the or
 
 from __future__ import annotations
 
+import functools
 import math
 
 import torch
@@ -195,7 +196,7 @@ class MAR(Generator):
         def blocks():
             return nn.ModuleList(
                 Block(W, num_heads, mlp_ratio=4.0, qkv_bias=True, proj_drop=dropout, attn_drop=dropout,
-                      norm_layer=lambda d: nn.LayerNorm(d, eps=1e-6)) for _ in range(depth))
+                      norm_layer=functools.partial(nn.LayerNorm, eps=1e-6)) for _ in range(depth))
 
         self.encoder_blocks = blocks()
         self.encoder_norm = nn.LayerNorm(W, eps=1e-6)
