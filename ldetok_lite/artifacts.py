@@ -34,6 +34,10 @@ TOKENIZER_VARIANTS: dict[str, dict] = {
 }
 
 
+# settings that do not change what a cached run is (display and bookkeeping only)
+_CACHE_IGNORED = {"log_every", "eval_every", "ckpt_every", "num_workers", "checkpoint"}
+
+
 def _preset(preset) -> Preset:
     if isinstance(preset, Preset):
         return preset
@@ -79,7 +83,7 @@ def _finished(run_dir: Path, configs: dict, steps: int, log) -> Path | None:
     payload = json.loads((latest / ckpt.CONFIG_FILE).read_text())
     from .train import _config_diff
 
-    diff = _config_diff(payload.get("configs", {}), configs)
+    diff = _config_diff(payload.get("configs", {}), configs, ignore=_CACHE_IGNORED)
     if diff:
         stale = run_dir.with_name(f"{run_dir.name}.stale-{time.strftime('%Y%m%d-%H%M%S')}")
         run_dir.rename(stale)

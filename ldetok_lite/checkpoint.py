@@ -24,6 +24,7 @@ import hashlib
 import json
 import os
 import pickle
+import re
 import shutil
 import time
 import warnings
@@ -62,10 +63,17 @@ def safe_torch_load(path: str | os.PathLike, map_location: Any = "cpu") -> Any:
     try:
         return torch.load(path, map_location=map_location, weights_only=True)
     except pickle.UnpicklingError as e:
-        raise CheckpointError(
-            f"refusing to load {str(path)!r}: it carries a pickled Python object that is not plain tensors/"
-            f"containers (loading it could run code). Details: {str(e).splitlines()[0]}"
-        ) from None
+        text = str(e)
+        m = re.search(r"Unsupported global: GLOBAL (\S+)", text)
+        if m:
+            raise CheckpointError(
+                f"refusing to load {str(path)!r}: it carries a pickled Python object ({m.group(1)}), not only "
+                "tensors and plain containers; loading it could run code. Only load files you trust, and "
+                "then convert them to safetensors"
+            ) from None
+        last = text.strip().splitlines()[-1][:200] if text.strip() else "unpickling failed"
+        raise CheckpointError(f"cannot read {str(path)!r}: not a PyTorch tensor file, or truncated/corrupt "
+                              f"({last})") from None
     except (RuntimeError, EOFError, OSError, ValueError) as e:
         raise CheckpointError(f"cannot read {str(path)!r} (truncated or corrupt?): {e}") from None
 

@@ -139,7 +139,7 @@ class Attention(nn.Module):
         b, n, c = x.shape
         q, k, v = self.qkv(x).view(b, n, 3, self.num_heads, self.head_dim).permute(2, 0, 3, 1, 4)
         if rope is not None:
-            cos, sin = rope.unsqueeze(1).chunk(2, dim=-1)  # (1|B, 1, L, D) each
+            cos, sin = rope.to(q.dtype).unsqueeze(1).chunk(2, dim=-1)  # (1|B, 1, L, D) each
             q, k = apply_rope(q, cos, sin), apply_rope(k, cos, sin)
         out = F.scaled_dot_product_attention(q, k, v)
         return self.proj(out.transpose(1, 2).reshape(b, n, c))

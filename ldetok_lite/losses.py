@@ -19,6 +19,7 @@ Taught in ``notebooks/03_train_tokenizer.ipynb``.
 from __future__ import annotations
 
 import os
+import warnings
 from pathlib import Path
 
 import torch
@@ -114,7 +115,9 @@ def build_lpips(net: str = "lpips-vgg", vgg_path: str | os.PathLike | None = Non
             "torchvision.models.vgg16(weights='IMAGENET1K_V1')\", or pass vgg_path=... to a downloaded file.",
         )
     # pnet_rand=True: never lets torchvision download; pretrained=False: we load the heads ourselves.
-    model = lpips.LPIPS(net="vgg", pretrained=False, pnet_rand=True, verbose=False)
+    with warnings.catch_warnings():  # torchvision's "pretrained is deprecated" from inside lpips
+        warnings.simplefilter("ignore", UserWarning)
+        model = lpips.LPIPS(net="vgg", pretrained=False, pnet_rand=True, verbose=False)
     heads = Path(lpips.__file__).parent / "weights" / "v0.1" / "vgg.pth"
     model.load_state_dict(load_state_dict_file(heads), strict=False)
     if vgg_file is not None:

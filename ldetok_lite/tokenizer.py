@@ -39,6 +39,8 @@ from .layers import Block, RMSNorm, rope_table, swiglu_hidden
 
 __all__ = [
     "DeTok",
+    "Encoder",
+    "Decoder",
     "DiagonalGaussian",
     "TOKENIZERS",
     "SIZES",
@@ -117,8 +119,9 @@ class DiagonalGaussian:
         return self.mean
 
     def kl(self) -> torch.Tensor:
-        """KL to N(0, I): ``0.5·Σ(μ² + σ² - 1 - logvar)``, shape ``(B,)``."""
-        per = 0.5 * (self.mean.pow(2) + self.var - 1.0 - self.logvar)
+        """KL to N(0, I): ``0.5·Σ(μ² + σ² - 1 - logvar)``, shape ``(B,)``, in float32."""
+        mean, logvar = self.mean.float(), self.logvar.float()
+        per = 0.5 * (mean.pow(2) + logvar.exp() - 1.0 - logvar)
         return per.flatten(1).sum(dim=1)
 
 
@@ -480,17 +483,16 @@ def infer_official_config(state_dict: Mapping) -> dict:
         width = sd[f"{prefix}.ln_pre.weight"].shape[0]
         depth = 1 + max((int(m.group(1)) for k in sd if (m := re.match(rf"{prefix}\.transformer\.(\d+)\.", k))),
                         default=-1)
-        for letter, size in _LETTERS.items():
-            if SIZES[size][:2] == (width, depth):
-                return letter
-        return None
+        return next((size for size, arch in SIZES.items() if arch[:2] == (width, depth)), None)
 
     enc, dec = size_of("encoder"), size_of("decoder")
     patch = sd["encoder.patch_embed.0.weight"].shape[-1]
     grid = math.isqrt(sd["encoder.positional_embedding"].shape[1])
     out = {"img_size": grid * patch, "patch_size": patch, "token_channels": sd["decoder.decoder_embed.weight"].shape[1]}
-    if enc and dec and f"detok_{enc}{dec}" in TOKENIZERS:
-        out["name"] = f"detok_{enc}{dec}"
+    for name, arch in TOKENIZERS.items():
+        if (arch["encoder"], arch["decoder"]) == (enc, dec):
+            out["name"] = name
+            break
     return out
 
 

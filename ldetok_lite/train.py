@@ -336,7 +336,8 @@ def _resolve_progress(progress: str) -> str:
     return progress
 
 
-def _config_diff(old: dict, new: dict) -> list[str]:
+def _config_diff(old: dict, new: dict, ignore=_RESUMABLE_CHANGES) -> list[str]:
+    """``group.key: old -> new`` for every setting that differs (keys in ``ignore`` excepted)."""
     new = json.loads(json.dumps(new, default=ckpt._json_default))
     out = []
     for group, values in new.items():
@@ -344,7 +345,7 @@ def _config_diff(old: dict, new: dict) -> list[str]:
         if not isinstance(values, dict) or not isinstance(prev, dict):
             continue
         for k, v in values.items():
-            if k in _RESUMABLE_CHANGES:
+            if k in ignore:
                 continue
             pv = prev.get(k)
             if pv != v:
@@ -396,17 +397,17 @@ def _fit(job: _Job) -> TrainResult:
     latest = ckpt.latest_checkpoint(out_dir, log=log)
     if latest is not None:
         payload = json.loads((latest / ckpt.CONFIG_FILE).read_text())
-        spec = json.loads(json.dumps(getattr(ckpt.unwrap(model), "spec", None), default=list))
-        if payload.get("spec") != spec:
-            raise ckpt.CheckpointError(
-                f"{str(out_dir)!r} holds a run of another model ({payload.get('spec')}) than this one ({spec}); "
-                "use a new out_dir or delete the old one")
         diff = _config_diff(payload.get("configs", {}), {k: (v.to_dict() if hasattr(v, "to_dict") else v)
                                                           for k, v in job.configs.items()})
         if diff:
             raise ckpt.CheckpointError(
                 f"{str(out_dir)!r} holds a run with other settings ({'; '.join(diff[:4])}); resuming would mix "
                 "them. Use a new out_dir, delete the old one, or restore the settings")
+        spec = json.loads(json.dumps(getattr(ckpt.unwrap(model), "spec", None), default=list))
+        if payload.get("spec") != spec:
+            raise ckpt.CheckpointError(
+                f"{str(out_dir)!r} holds a run of another model ({payload.get('spec')}) than this one ({spec}); "
+                "use a new out_dir or delete the old one")
         state = ckpt.load_train_state(latest)
         ckpt.load_weights(model, latest, which="model")
         ema.load_state_dict(ckpt.load_tensors(latest / ckpt.EMA_FILE))
@@ -677,9 +678,11 @@ def train_tokenizer(tok_cfg: TokenizerConfig, train_cfg: TrainConfig, data_cfg: 
     source = ImageSource(train_ds, data_cfg.num_workers)
     val_x = None
     if data_cfg.num_val > 0:
-        val_ds = make_dataset(data_cfg.replace(hflip=False), "val")
-        vs = ImageSource(val_ds)
-        val_x = vs.get(torch.arange(min(len(vs), 256)))[0].to(dev)
+        try:
+            vs = ImageSource(make_dataset(data_cfg.replace(hflip=False), "val"))
+            val_x = vs.get(torch.arange(min(len(vs), 256)))[0].to(dev)
+        except ValueError as e:  # e.g. an image folder without a val split
+            log(f"no validation images ({e}); evaluation is skipped")
 
     def batch(idx, step, micro):
         x, _ = source.get(idx)

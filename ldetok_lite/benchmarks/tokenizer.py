@@ -117,7 +117,8 @@ def run(args: argparse.Namespace) -> int:
           f"(min {best['ms_min']:.1f}, p90 {best['ms_p90']:.1f}) over {best['steps']} steps | "
           f"{best['img_per_s']:.1f} img/s")
     if len(results) > 1:
-        print(f"  medians of {len(results)} repeats (best reported): {', '.join(f'{m:.1f}' for m in best['medians_ms'])} ms")
+        medians = ", ".join(f"{m:.1f}" for m in best["medians_ms"])
+        print(f"  medians of {len(results)} repeats (best reported): {medians} ms")
     return 0
 
 

@@ -42,7 +42,8 @@ class ARDiff(Generator):
     DDPM steps = ``generate``'s default ``num_steps``), ``batch_mul``.
 
     ``generate(labels, cfg, num_steps=head steps, temperature, generator, return_trajectory,
-    use_kv_cache=True, cfg_schedule="linear"|"constant")``.
+    use_kv_cache=True, cfg_schedule="linear"|"constant", force_guidance=False)``; ``force_guidance`` runs
+    the doubled batch even at cfg = 1 (a check: it must equal cfg = 1).
     """
 
     family = "ARDiff"
@@ -146,17 +147,18 @@ class ARDiff(Generator):
     # -- sampling -------------------------------------------------------------------------------
 
     def sample(self, labels, cfg, num_steps, temperature, generator, return_trajectory, use_kv_cache=True,
-               cfg_schedule="linear"):
+               cfg_schedule="linear", force_guidance=False):
         if cfg_schedule not in ("linear", "constant"):
             raise ValueError(f"cfg_schedule={cfg_schedule!r} is not known; allowed: linear, constant")
         if not isinstance(use_kv_cache, bool):
             raise TypeError(f"use_kv_cache must be a bool, got {type(use_kv_cache).__name__}")
         b, L, dev = labels.shape[0], self.seq_len, labels.device
-        guided = cfg != 1.0
+        guided = cfg != 1.0 or bool(force_guidance)  # force: run the doubled batch even at cfg 1
         orders = self.orders(b, dev, generator)
         class_emb = self.y_embedder.embedding_table(labels)
         if guided:  # second half: the unconditional branch; both halves share the tokens
-            class_emb = torch.cat([class_emb, self.y_embedder.embedding_table(torch.full_like(labels, self.null_class))])
+            null = torch.full_like(labels, self.null_class)
+            class_emb = torch.cat([class_emb, self.y_embedder.embedding_table(null)])
             orders_in = torch.cat([orders, orders])
         else:
             orders_in = orders

@@ -154,9 +154,11 @@ class GaussianDiffusion:
 
         alphas = 1.0 - betas
         self.alphas_cumprod = torch.cumprod(alphas, dim=0)
-        self.alphas_cumprod_prev = torch.cat([torch.ones(1, dtype=torch.float64, device="cpu"), self.alphas_cumprod[:-1]])
+        one = torch.ones(1, dtype=torch.float64, device="cpu")
+        self.alphas_cumprod_prev = torch.cat([one, self.alphas_cumprod[:-1]])
         self.sqrt_alphas_cumprod = self.alphas_cumprod.sqrt()
         self.sqrt_one_minus_alphas_cumprod = (1.0 - self.alphas_cumprod).sqrt()
+        self.one_minus_alphas_cumprod = 1.0 - self.alphas_cumprod
         self.log_one_minus_alphas_cumprod = torch.log(1.0 - self.alphas_cumprod)
         self.sqrt_recip_alphas_cumprod = (1.0 / self.alphas_cumprod).sqrt()
         self.sqrt_recipm1_alphas_cumprod = (1.0 / self.alphas_cumprod - 1).sqrt()
@@ -216,7 +218,7 @@ class GaussianDiffusion:
     def q_mean_variance(self, x_start, t):
         """Mean, variance and log-variance of q(x_t | x_0)."""
         mean = self._extract("sqrt_alphas_cumprod", t, x_start) * x_start
-        var = (1.0 - self._extract("alphas_cumprod", t, x_start)).expand_as(x_start)
+        var = self._extract("one_minus_alphas_cumprod", t, x_start).expand_as(x_start)
         return mean, var, self._extract("log_one_minus_alphas_cumprod", t, x_start).expand_as(x_start)
 
     def q_sample(self, x_start, t, noise=None, generator=None):

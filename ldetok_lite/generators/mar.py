@@ -162,7 +162,8 @@ class MAR(Generator):
     ``num_iter`` (default MAR steps), ``mask_rate_min`` (0.7).
 
     ``generate(labels, cfg, num_steps=num_iter, temperature, generator, return_trajectory,
-    head_steps=None, cfg_schedule="linear"|"constant")``.
+    head_steps=None, cfg_schedule="linear"|"constant", force_guidance=False)``; ``force_guidance`` runs
+    the doubled (conditional + unconditional) batch even at cfg = 1 (a check: it must equal cfg = 1).
     """
 
     family = "MAR"
@@ -280,13 +281,13 @@ class MAR(Generator):
     # -- sampling -------------------------------------------------------------------------------
 
     def sample(self, labels, cfg, num_steps, temperature, generator, return_trajectory, head_steps=None,
-               cfg_schedule="linear"):
+               cfg_schedule="linear", force_guidance=False):
         if cfg_schedule not in ("linear", "constant"):
             raise ValueError(f"cfg_schedule={cfg_schedule!r} is not known; allowed: linear, constant")
         if head_steps is not None:
             self.diffloss.check_steps(head_steps)
         b, L, dev = labels.shape[0], self.seq_len, labels.device
-        guided = cfg != 1.0
+        guided = cfg != 1.0 or bool(force_guidance)  # force: run the doubled batch even at cfg 1
         orders = random_orders(b, L, dev, generator)
         mask = torch.ones(b, L, dtype=torch.bool, device=dev)
         tokens = torch.zeros(b, L, self.in_channels, device=dev)

@@ -23,7 +23,8 @@ class Panel:
     def __init__(self):
         self.params: dict[str, W.ValueWidget] = self.build_controls()
         self.buttons: list[W.Button] = self.build_buttons()
-        self.image = W.Image(format="png")
+        # natural size: in a VBox the image would otherwise stretch to the full output width
+        self.image = W.Image(format="png", layout=W.Layout(align_self="flex-start"))
         self.status = W.HTML(value="")
         self.last_params: dict | None = None
         self.last_error: str | None = None

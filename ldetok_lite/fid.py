@@ -1,0 +1,960 @@
+"""Distribution metrics: rFID, gFID, IS, KID and precision/recall on top of PyPI ``torch-fidelity``.
+
+Taught in notebooks/10_compare_tokenizers; the reference protocol is DETOK_SPEC §5.
+
+- **Inputs** ("sources"): float tensors in [0, 1] of shape (N, 3, H, W) (uint8 tensors pass as
+  they are), folders of PNG/JPEG files, datasets yielding images or ``(image, label)``, or images
+  produced on the fly: a callable ``fn(n) -> (n, 3, H, W)`` with ``num_images=``, or an
+  :class:`ImageStream` (see :func:`generator_source`, :func:`reconstruction_source`).
+  ``input1`` is the generated/reconstructed set, ``input2`` the reference (torch-fidelity's
+  precision/recall convention).
+- **uint8 conversion rounds**: ``round(x * 255)``. The official code truncates
+  (``(x * 255).to(uint8)``, DETOK_SPEC §5), which darkens every image by half a level on average;
+  pass ``quantize="truncate"`` to reproduce it.
+- **Feature networks** (:func:`get_feature_net`): ``"shapes-cnn"``, a small CNN the kit trains once
+  on the embedded shapes data and caches (offline, a minute on a CPU), registered with
+  torch-fidelity as ``ldetok-shapes-cnn``; its FID features pool several depths so that it sees
+  both blur and pixel noise; and ``"inception"``, torch-fidelity's ``inception-v3-compat`` (the
+  paper's numbers), whose weights are found in the torch hub cache or at an explicit path and are
+  never downloaded implicitly (:func:`resolve_inception_weights`).
+- **Statistics files**: ``.npz`` with ``mu`` / ``sigma`` (the ADM reference format, e.g.
+  ``adm_in256_stats.npz``). PyPI torch-fidelity has no ``fid_statistics_file`` argument (that is
+  LTH14's fork), so :func:`fid_from_stats` extracts features and calls torch-fidelity's own
+  ``fid_features_to_statistics`` / ``fid_statistics_to_metric``; :func:`save_fid_stats` writes such
+  files for any image set. Both paths give the same FID (tests/test_fid.py).
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import hashlib
+import json
+import math
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+import torch_fidelity
+from torch.utils.data import Dataset
+from torch_fidelity import FeatureExtractorBase, GenerativeModelBase
+from torch_fidelity.metric_fid import fid_features_to_statistics, fid_statistics_to_metric
+from torch_fidelity.metric_isc import isc_features_to_metric
+from torch_fidelity.metric_kid import kid_features_to_metric
+from torch_fidelity.metric_prc import prc_features_to_metric
+from torch_fidelity.registry import FEATURE_EXTRACTORS_REGISTRY
+from torch_fidelity.utils import create_feature_extractor, extract_featuresdict_from_input_id
+
+FEATURE_NETS = ("shapes-cnn", "inception")
+QUANTIZE = ("round", "truncate")
+SHAPES_EXTRACTOR = "ldetok-shapes-cnn"  # the torch-fidelity registry name
+INCEPTION_EXTRACTOR = "inception-v3-compat"
+INCEPTION_FILENAME = "weights-inception-2015-12-05-6726825d.pth"
+INCEPTION_URL = f"https://github.com/toshas/torch-fidelity/releases/download/v0.2.0/{INCEPTION_FILENAME}"
+IMAGE_EXTENSIONS = ("png", "jpg", "jpeg")
+_TF_KEYS = {
+    torch_fidelity.KEY_METRIC_FID: "fid",
+    torch_fidelity.KEY_METRIC_ISC_MEAN: "is_mean",
+    torch_fidelity.KEY_METRIC_ISC_STD: "is_std",
+    torch_fidelity.KEY_METRIC_KID_MEAN: "kid_mean",
+    torch_fidelity.KEY_METRIC_KID_STD: "kid_std",
+    torch_fidelity.KEY_METRIC_PRECISION: "precision",
+    torch_fidelity.KEY_METRIC_RECALL: "recall",
+    torch_fidelity.KEY_METRIC_F_SCORE: "f_score",
+}
+
+
+class MissingWeightsError(FileNotFoundError):
+    """A feature network's weights are not on disk; the message says where we looked and what to do."""
+
+
+# ============================================================================================
+# Inputs: validation, uint8 conversion, sources
+# ============================================================================================
+
+def to_uint8(images: torch.Tensor, name: str = "images", quantize: str = "round") -> torch.Tensor:
+    """Float images in [0, 1], shape (N, 3, H, W) -> uint8 on the same device.
+
+    Rounds (``round(x * 255)``); the official code truncates (``(x * 255).to(uint8)``), which
+    ``quantize="truncate"`` reproduces. Values within half a level outside [0, 1] are clamped;
+    anything further out, NaN/Inf, a wrong shape or an integer dtype other than uint8 raises.
+    """
+    if quantize not in QUANTIZE:
+        raise ValueError(f"quantize={quantize!r} is not known; allowed: {', '.join(QUANTIZE)}")
+    if not isinstance(images, torch.Tensor):
+        raise TypeError(f"{name} must be a torch.Tensor (N, 3, H, W), got {type(images).__name__}")
+    if images.dim() != 4 or images.shape[1] != 3 or images.shape[0] < 1 or min(images.shape[2:]) < 1:
+        raise ValueError(f"{name} must have shape (N, 3, H, W) with N >= 1, got {tuple(images.shape)}")
+    if images.dtype == torch.uint8:
+        return images
+    if not images.is_floating_point():
+        raise TypeError(f"{name} must be float in [0, 1] or uint8, got dtype {images.dtype}")
+    x = images.detach().float()
+    if not torch.isfinite(x).all():
+        raise ValueError(f"{name} contain NaN or Inf values")
+    lo, hi = float(x.min()), float(x.max())
+    tol = 0.5 / 255
+    if lo < -tol or hi > 1 + tol:
+        raise ValueError(f"{name} values span [{lo:.4g}, {hi:.4g}], out of range; allowed [0, 1] "
+                         "(clamp decoder outputs with .clamp(0, 1); uint8 images pass as they are)")
+    x = x * 255
+    x = x.round() if quantize == "round" else x.floor()
+    return x.clamp_(0, 255).to(torch.uint8)
+
+
+class ImageStream:
+    """Images produced on the fly, ``fn(n) -> (n, 3, H, W)`` in [0, 1], ``num_images`` in all.
+
+    Each metric call consumes the stream from the start (``reset()`` is called first; ``fn`` may
+    define ``reset`` itself). ``labels`` (optional, (num_images,)) are the classes the images were
+    asked for, used for the class accuracy of a conditional generator.
+    """
+
+    def __init__(self, fn: Callable[[int], torch.Tensor], num_images: int, labels: torch.Tensor | None = None,
+                 name: str = "stream"):
+        if not callable(fn):
+            raise TypeError(f"fn must be callable (n) -> images, got {type(fn).__name__}")
+        _check_count(num_images, "num_images")
+        if labels is not None and len(labels) != num_images:
+            raise ValueError(f"labels has {len(labels)} entries, expected num_images={num_images}")
+        self.fn, self.num_images, self.labels, self.name = fn, num_images, labels, name
+        self.produced = 0
+
+    def reset(self) -> None:
+        self.produced = 0
+        if hasattr(self.fn, "reset"):
+            self.fn.reset()
+
+    def next(self, n: int) -> torch.Tensor:
+        images = self.fn(n)
+        if not isinstance(images, torch.Tensor) or images.dim() != 4 or images.shape[0] != n:
+            shape = tuple(images.shape) if isinstance(images, torch.Tensor) else type(images).__name__
+            raise ValueError(f"{self.name}: fn({n}) must return {n} images (n, 3, H, W), got {shape}")
+        self.produced += n
+        return images
+
+
+def _check_count(n, name: str, lo: int = 1) -> None:
+    if not isinstance(n, int) or isinstance(n, bool) or n < lo:
+        raise ValueError(f"{name}={n!r} must be an int >= {lo}")
+
+
+class _UInt8Images(Dataset):
+    """A uint8 tensor (N, 3, H, W) as the dataset torch-fidelity expects (items are images)."""
+
+    def __init__(self, images: torch.Tensor):
+        self.images = images.cpu()
+
+    def __len__(self):
+        return self.images.shape[0]
+
+    def __getitem__(self, i):
+        return self.images[i]
+
+
+class _DatasetImages(Dataset):
+    """Any dataset yielding an image or ``(image, label)``; items converted to uint8 one by one."""
+
+    def __init__(self, ds: Dataset, n: int, quantize: str):
+        self.ds, self.n, self.quantize = ds, n, quantize
+
+    def __len__(self):
+        return self.n
+
+    def __getitem__(self, i):
+        item = self.ds[i]
+        img = item[0] if isinstance(item, (tuple, list)) else item
+        return to_uint8(img[None], name=f"dataset item {i}", quantize=self.quantize)[0].cpu()
+
+
+class _StreamModel(GenerativeModelBase):
+    """Adapts an :class:`ImageStream` to torch-fidelity's generative-model input (noise only sets n)."""
+
+    def __init__(self, stream: ImageStream, quantize: str):
+        super().__init__()
+        self.stream, self.quantize = stream, quantize
+
+    @property
+    def z_size(self):
+        return 1
+
+    @property
+    def z_type(self):
+        return "normal"
+
+    @property
+    def num_classes(self):
+        return 0  # labels are the stream's business (torch-fidelity's conditional path uses np.int)
+
+    def forward(self, noise):
+        images = self.stream.next(noise.shape[0])
+        return to_uint8(images, name=self.stream.name, quantize=self.quantize).to(noise.device)
+
+
+def _folder_images(path: Path) -> list[Path]:
+    return sorted(p for p in path.iterdir() if p.is_file() and p.suffix.lower().lstrip(".") in IMAGE_EXTENSIONS)
+
+
+def _prepare(source, name: str, num_images: int | None, quantize: str):
+    """A source -> (torch-fidelity input, extra kwargs, number of images)."""
+    if isinstance(source, (str, Path)):
+        path = Path(source)
+        if not path.is_dir():
+            raise FileNotFoundError(f"{name}: image folder {str(path)!r} does not exist")
+        n = len(_folder_images(path))
+        if n == 0:
+            raise ValueError(f"{name}: folder {str(path)!r} has no images ({', '.join(IMAGE_EXTENSIONS)}; "
+                             "sub-folders are not searched)")
+        if num_images is not None and num_images != n:
+            raise ValueError(f"{name}: num_images={num_images} but folder {str(path)!r} holds {n} images")
+        return str(path), {}, n
+    if isinstance(source, torch.Tensor):
+        images = to_uint8(source, name=name, quantize=quantize)
+        if num_images is not None:
+            if num_images > images.shape[0]:
+                raise ValueError(f"{name}: num_images={num_images} but only {images.shape[0]} images were given")
+            images = images[:num_images]
+        return _UInt8Images(images), {}, images.shape[0]
+    if isinstance(source, ImageStream) or (callable(source) and not isinstance(source, Dataset)):
+        if not isinstance(source, ImageStream):
+            if num_images is None:
+                raise ValueError(f"{name} is a callable (n) -> images; pass num_images= to say how many to draw")
+            source = ImageStream(source, num_images, name=name)
+        n = source.num_images if num_images is None else num_images
+        _check_count(n, "num_images")
+        if n > source.num_images:
+            raise ValueError(f"{name}: num_images={n} but the stream makes only {source.num_images}")
+        source.reset()
+        return _StreamModel(source, quantize), {"model_num_samples": n}, n
+    if isinstance(source, Dataset):
+        total = len(source)
+        n = total if num_images is None else num_images
+        if n > total:
+            raise ValueError(f"{name}: num_images={n} but the dataset holds {total} images")
+        if hasattr(source, "images_uint8"):  # the embedded datasets: one fast path, no per-item flips
+            return _UInt8Images(source.images_uint8[:n]), {}, n
+        return _DatasetImages(source, n, quantize), {}, n
+    raise TypeError(f"{name} must be a tensor (N, 3, H, W), an image folder, a Dataset, an ImageStream or a "
+                    f"callable (n) -> images; got {type(source).__name__}")
+
+
+def _tf_inputs(input1, input2, num_images, quantize) -> tuple[dict, list[int]]:
+    kw, counts = {}, []
+    for slot, src in ((1, input1), (2, input2)):
+        if src is None:
+            continue
+        tf_input, extra, n = _prepare(src, f"input{slot}", num_images if slot == 1 else None, quantize)
+        if n < 2:
+            raise ValueError(f"input{slot} has {n} image; FID/KID need at least 2 per set")
+        kw[f"input{slot}"] = tf_input
+        kw.update({f"input{slot}_{k}": v for k, v in extra.items()})
+        counts.append(n)
+    return kw, counts
+
+
+def save_png_folder(images: torch.Tensor, folder: str | Path, start: int = 0, quantize: str = "round") -> list[Path]:
+    """Write images ((N, 3, H, W) in [0, 1]) as ``folder/{start+i:06d}.png`` (lossless), as the
+    official evaluation does before computing metrics on the folder."""
+    from PIL import Image
+
+    u8 = to_uint8(images, quantize=quantize).cpu().permute(0, 2, 3, 1).numpy()
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    paths = []
+    for i, arr in enumerate(u8):
+        p = folder / f"{start + i:06d}.png"
+        Image.fromarray(arr).save(p)
+        paths.append(p)
+    return paths
+
+
+# ============================================================================================
+# The offline feature network for the embedded shapes dataset
+# ============================================================================================
+
+SHAPES_FEATURES = ("stage1", "stage2", "stage3", "penultimate", "multi", "logits")
+
+
+class ShapesCNN(nn.Module):
+    """Three conv stages (conv-BN-ReLU ×2, stride 2 between stages) and an MLP head over 10 classes.
+
+    FID features (``"multi"``, the default): the global average pool of every stage plus the
+    penultimate layer, each block scaled by ``block_scale`` (set after training) to the same total
+    variance on training images. A single penultimate layer is very sensitive to pixel noise and
+    nearly blind to blur (TOY_SCALE_NOTES); early stages see texture and sharpness, late ones
+    shape and class, so pooling all of them balances the two.
+    """
+
+    def __init__(self, work_size: int = 32, widths: tuple[int, ...] = (8, 16, 32), penultimate: int = 32,
+                 num_classes: int = 10):
+        super().__init__()
+        if len(widths) != 3:
+            raise ValueError(f"widths={widths!r} must name 3 stage widths")
+        self.work_size = work_size
+        chans = (3, *widths)
+        self.stages = nn.ModuleList()
+        for i in range(3):
+            self.stages.append(nn.Sequential(
+                nn.Conv2d(chans[i], chans[i + 1], 3, stride=1 if i == 0 else 2, padding=1, bias=False),
+                nn.BatchNorm2d(chans[i + 1]), nn.ReLU(inplace=True),
+                nn.Conv2d(chans[i + 1], chans[i + 1], 3, padding=1, bias=False),
+                nn.BatchNorm2d(chans[i + 1]), nn.ReLU(inplace=True),
+            ))
+        self.fc1 = nn.Linear(widths[-1], penultimate)
+        self.fc2 = nn.Linear(penultimate, num_classes)
+        self.register_buffer("block_scale", torch.ones(4))
+
+    def preprocess(self, images: torch.Tensor) -> torch.Tensor:
+        """uint8 (or [0, 1] float) images -> normalised float at ``work_size`` (antialiased resize)."""
+        x = images.float() / 255.0 if images.dtype == torch.uint8 else images.float()
+        if x.shape[-1] != self.work_size or x.shape[-2] != self.work_size:
+            x = F.interpolate(x, size=(self.work_size, self.work_size), mode="bilinear", antialias=True,
+                              align_corners=False)
+        return (x - 0.5) / 0.5
+
+    def blocks(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
+        out = {}
+        for i, stage in enumerate(self.stages):
+            x = stage(x)
+            out[f"stage{i + 1}"] = x.mean(dim=(2, 3))
+        out["penultimate"] = F.relu(self.fc1(out["stage3"]))
+        out["logits"] = self.fc2(out["penultimate"])
+        return out
+
+    def features(self, images: torch.Tensor) -> dict[str, torch.Tensor]:
+        """Every named feature (SHAPES_FEATURES) of uint8 or [0, 1] images."""
+        out = self.blocks(self.preprocess(images))
+        parts = [out[k] * self.block_scale[j] for j, k in enumerate(("stage1", "stage2", "stage3", "penultimate"))]
+        out["multi"] = torch.cat(parts, dim=1)
+        return out
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        """Class logits (B, 10)."""
+        return self.blocks(self.preprocess(images))["logits"]
+
+
+@dataclass(frozen=True)
+class ExtractorSettings:
+    """How the shapes feature network is trained; ``key()`` names its cache file."""
+
+    img_size: int = 32
+    seed: int = 0
+    widths: tuple[int, ...] = (8, 16, 32)
+    penultimate: int = 32
+    num_train: int = 10000
+    num_val: int = 1000
+    steps: int = 400
+    batch_size: int = 64
+    lr: float = 5e-3
+    weight_decay: float = 1e-4
+
+    @property
+    def work_size(self) -> int:
+        return min(self.img_size, 64)
+
+    def key(self) -> str:
+        blob = json.dumps(dataclasses.asdict(self), sort_keys=True).encode()
+        return f"shapes_cnn_{self.img_size}px_seed{self.seed}_{hashlib.sha256(blob).hexdigest()[:10]}"
+
+
+EXTRACTOR_PRESETS = {
+    "smoke": ExtractorSettings(num_train=1000, num_val=200, steps=40, batch_size=32),
+    "tiny": ExtractorSettings(),
+}
+
+
+def extractor_settings(preset: str | ExtractorSettings = "tiny", **overrides) -> ExtractorSettings:
+    """Settings from a preset name (smoke | tiny) with overrides such as ``img_size=64, seed=1``."""
+    if isinstance(preset, ExtractorSettings):
+        base = preset
+    elif preset in EXTRACTOR_PRESETS:
+        base = EXTRACTOR_PRESETS[preset]
+    else:
+        raise ValueError(f"extractor preset {preset!r} is not known; allowed: {', '.join(EXTRACTOR_PRESETS)}")
+    names = {f.name for f in dataclasses.fields(ExtractorSettings)}
+    for k in overrides:
+        if k not in names:
+            raise ValueError(f"unknown extractor setting {k!r}; allowed: {', '.join(sorted(names))}")
+    s = dataclasses.replace(base, **overrides)
+    if s.img_size not in (16, 32, 64, 128, 256, 512):
+        raise ValueError(f"img_size={s.img_size!r} is not supported; allowed 16, 32, 64, 128, 256, 512")
+    _check_count(s.seed, "seed", lo=0)
+    return s
+
+
+def default_cache_dir() -> Path:
+    """``$LDETOK_CACHE`` or ``data/cache`` at the repository root."""
+    env = os.environ.get("LDETOK_CACHE")
+    if env:
+        return Path(env)
+    from ldetok_lite.data import default_data_root
+
+    return default_data_root() / "cache"
+
+
+def _shapes_data(s: ExtractorSettings, split: str, num: int):
+    from ldetok_lite.data import ShapesDataset
+
+    # a data seed of its own, so the metric network never saw the exact images it later scores
+    return ShapesDataset(num, img_size=s.img_size, seed=10_000 + s.seed, split=split)
+
+
+@torch.no_grad()
+def _accuracy(model: ShapesCNN, images_u8: torch.Tensor, labels: torch.Tensor, batch_size: int = 500) -> float:
+    model.eval()
+    pred = torch.cat([model(images_u8[i:i + batch_size]).argmax(1) for i in range(0, len(images_u8), batch_size)])
+    return float((pred == labels).float().mean())
+
+
+def train_shapes_extractor(settings: ExtractorSettings | str = "tiny", log: Callable | None = print
+                           ) -> tuple[ShapesCNN, dict]:
+    """Train the shapes feature network (deterministic from ``settings.seed``; the global RNG is
+    left untouched) and set its per-block feature scales. Returns ``(model, info)``."""
+    s = extractor_settings(settings)
+    t0 = time.time()
+    train = _shapes_data(s, "train", s.num_train)
+    val = _shapes_data(s, "val", s.num_val)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(s.seed)
+        model = ShapesCNN(s.work_size, s.widths, s.penultimate)
+    g = torch.Generator().manual_seed(s.seed)
+    opt = torch.optim.AdamW(model.parameters(), lr=s.lr, weight_decay=s.weight_decay)
+    warmup = max(1, s.steps // 20)
+    sched = torch.optim.lr_scheduler.LambdaLR(
+        opt, lambda k: min(1.0, (k + 1) / warmup) * 0.5 * (1 + math.cos(math.pi * min(k, s.steps) / s.steps)))
+    images, labels = train.images_uint8, train.labels
+    order = torch.randperm(len(images), generator=g)
+    pos = 0
+    model.train()
+    for step in range(s.steps):
+        if pos + s.batch_size > len(order):
+            order, pos = torch.randperm(len(images), generator=g), 0
+        idx = order[pos:pos + s.batch_size]
+        pos += s.batch_size
+        x = images[idx]
+        flip = torch.rand(len(idx), generator=g) < 0.5
+        x = torch.where(flip[:, None, None, None], x.flip(-1), x)
+        loss = F.cross_entropy(model(x), labels[idx])
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        sched.step()
+        if log and (step + 1) % max(1, s.steps // 4) == 0:
+            log(f"[shapes-cnn] step {step + 1}/{s.steps} loss {loss.item():.4f} ({time.time() - t0:.0f}s)")
+    model.eval()
+    with torch.no_grad():  # per-block scales: each block gets the same total variance on training images
+        feats = model.blocks(model.preprocess(images[:2000]))
+        for j, k in enumerate(("stage1", "stage2", "stage3", "penultimate")):
+            total_var = feats[k].var(dim=0).sum().clamp_min(1e-12)
+            model.block_scale[j] = torch.sqrt(100.0 / total_var)
+    info = {"settings": dataclasses.asdict(s), "val_accuracy": _accuracy(model, val.images_uint8, val.labels),
+            "train_accuracy": _accuracy(model, images[:2000], labels[:2000]),
+            "train_seconds": round(time.time() - t0, 2), "torch": torch.__version__}
+    if log:
+        log(f"[shapes-cnn] held-out accuracy {info['val_accuracy']:.4f}, trained in {info['train_seconds']:.0f}s")
+    return model, info
+
+
+def save_shapes_extractor(model: ShapesCNN, info: dict, path: str | Path) -> Path:
+    """Write weights + info (safetensors metadata) atomically."""
+    from safetensors.torch import save_file
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f"{path.name}.tmp{os.getpid()}")
+    state = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
+    save_file(state, str(tmp), metadata={"ldetok_shapes_cnn": json.dumps(info)})
+    os.replace(tmp, path)
+    return path
+
+
+def extractor_info(path: str | Path) -> dict:
+    """The training info stored with a shapes feature network (settings, accuracy, seconds)."""
+    from safetensors import safe_open
+
+    path = Path(path)
+    if not path.is_file():
+        raise MissingWeightsError(f"shapes feature network {str(path)!r} does not exist; build it with "
+                                  "ldetok_lite.fid.get_shapes_extractor(...)")
+    with safe_open(str(path), framework="pt") as f:
+        meta = f.metadata() or {}
+    if "ldetok_shapes_cnn" not in meta:
+        raise ValueError(f"{str(path)!r} is not a shapes feature network file (no ldetok_shapes_cnn metadata)")
+    return json.loads(meta["ldetok_shapes_cnn"])
+
+
+_MODEL_CACHE: dict = {}
+
+
+def load_shapes_extractor(path: str | Path) -> ShapesCNN:
+    """The shapes feature network stored at ``path`` (eval mode, CPU)."""
+    from safetensors.torch import load_file
+
+    path = Path(path)
+    info = extractor_info(path)
+    stamp = (str(path.resolve()), path.stat().st_mtime_ns)
+    if stamp not in _MODEL_CACHE:
+        s = extractor_settings(ExtractorSettings(**{**info["settings"], "widths": tuple(info["settings"]["widths"])}))
+        model = ShapesCNN(s.work_size, s.widths, s.penultimate)
+        model.load_state_dict(load_file(str(path)))
+        _MODEL_CACHE[stamp] = model.eval().requires_grad_(False)
+    return _MODEL_CACHE[stamp]
+
+
+def get_shapes_extractor(img_size: int = 32, seed: int = 0, cache_dir: str | Path | None = None,
+                         settings: ExtractorSettings | str = "tiny", train: bool = True,
+                         log: Callable | None = print) -> Path:
+    """Path of the cached shapes feature network for ``img_size``/``seed``/``settings``; trains
+    and caches it (``<cache_dir>/fid/<key>.safetensors``) when missing, unless ``train=False``."""
+    s = extractor_settings(settings, img_size=img_size, seed=seed)
+    path = Path(cache_dir if cache_dir else default_cache_dir()) / "fid" / f"{s.key()}.safetensors"
+    if path.is_file():
+        return path
+    if not train:
+        raise MissingWeightsError(f"no shapes feature network at {str(path)!r}; call get_shapes_extractor(..., "
+                                  "train=True) once (about a minute on a CPU)")
+    if log:
+        log(f"[shapes-cnn] training the offline FID network once -> {path}")
+    model, info = train_shapes_extractor(s, log=log)
+    return save_shapes_extractor(model, info, path)
+
+
+class ShapesFeatureExtractor(FeatureExtractorBase):
+    """torch-fidelity wrapper of :class:`ShapesCNN` (registered as ``ldetok-shapes-cnn``).
+
+    Needs ``feature_extractor_weights_path`` (from :func:`get_shapes_extractor`); input uint8
+    (B, 3, H, W). Features: SHAPES_FEATURES; FID/KID/PRC default to ``multi``, IS to ``logits``.
+    """
+
+    def __init__(self, name, features_list, feature_extractor_weights_path=None, **kwargs):
+        super().__init__(name, features_list)
+        if feature_extractor_weights_path is None:
+            raise MissingWeightsError("the shapes feature network needs feature_extractor_weights_path=; get it with "
+                                      "ldetok_lite.fid.get_shapes_extractor(img_size, seed, cache_dir)")
+        # a private copy: torch-fidelity may move it to CUDA; the loaded original stays cached on the CPU
+        self.net = copy.deepcopy(load_shapes_extractor(feature_extractor_weights_path)).eval()
+
+    @staticmethod
+    def get_provided_features_list():
+        return SHAPES_FEATURES
+
+    @staticmethod
+    def get_default_feature_layer_for_metric(metric):
+        return {"isc": "logits", "fid": "multi", "kid": "multi", "prc": "multi"}[metric]
+
+    @staticmethod
+    def can_be_compiled():
+        return False
+
+    @staticmethod
+    def get_dummy_input_for_compile():
+        return torch.zeros(1, 3, 32, 32, dtype=torch.uint8)
+
+    def forward(self, x):
+        if not (torch.is_tensor(x) and x.dtype == torch.uint8 and x.dim() == 4 and x.shape[1] == 3):
+            raise ValueError(f"expected uint8 images (B, 3, H, W), got {getattr(x, 'dtype', type(x))} "
+                             f"{tuple(getattr(x, 'shape', ()))}")
+        feats = self.net.features(x)
+        return tuple(feats[k].float() for k in self.features_list)
+
+
+if SHAPES_EXTRACTOR not in FEATURE_EXTRACTORS_REGISTRY:
+    torch_fidelity.register_feature_extractor(SHAPES_EXTRACTOR, ShapesFeatureExtractor)
+
+
+# ============================================================================================
+# Feature networks: shapes-cnn and Inception
+# ============================================================================================
+
+def resolve_inception_weights(path: str | Path | None = None) -> Path:
+    """The Inception-v3 (FID) weights file: ``path``, else ``$LDETOK_INCEPTION_WEIGHTS``, else the
+    torch hub cache (``<torch hub dir>/checkpoints/{INCEPTION_FILENAME}``, where torch-fidelity's
+    own download puts it). Nothing is downloaded: a missing file raises :class:`MissingWeightsError`
+    with instructions."""
+    hub_file = Path(torch.hub.get_dir()) / "checkpoints" / INCEPTION_FILENAME
+    if path:
+        candidates = [Path(path)]
+    else:
+        env = os.environ.get("LDETOK_INCEPTION_WEIGHTS")
+        candidates = ([Path(env)] if env else []) + [hub_file]
+    for c in candidates:
+        if c.is_file():
+            return c
+    looked = ", ".join(repr(str(c)) for c in candidates)
+    raise MissingWeightsError(
+        f"Inception-v3 FID weights not found (looked at {looked}). This kit never downloads implicitly. "
+        f"With internet, fetch them once into the torch hub cache: python -c \"import torch; "
+        f"torch.hub.load_state_dict_from_url('{INCEPTION_URL}')\" or download {INCEPTION_URL} anywhere and pass "
+        "inception_weights=PATH (CLI --inception-weights PATH, or set LDETOK_INCEPTION_WEIGHTS). "
+        "Offline, use feature_net='shapes-cnn' (trained on the embedded data)."
+    )
+
+
+@dataclass(frozen=True)
+class FeatureNet:
+    """A resolved feature network: torch-fidelity extractor name, weights file and layers.
+
+    ``key`` identifies network and weights; it is stored in statistics files so that FIDs from
+    different networks are never compared by mistake.
+    """
+
+    name: str
+    extractor: str
+    weights_path: str
+    fid_layer: str
+    isc_layer: str
+    key: str
+
+    @property
+    def has_classifier(self) -> bool:
+        """True when ``isc_layer`` are logits over the dataset's own classes (class accuracy)."""
+        return self.name == "shapes-cnn"
+
+    def tf_kwargs(self) -> dict:
+        return {"feature_extractor": self.extractor, "feature_extractor_weights_path": self.weights_path,
+                "feature_layer_fid": self.fid_layer, "feature_layer_kid": self.fid_layer,
+                "feature_layer_prc": self.fid_layer, "feature_layer_isc": self.isc_layer}
+
+
+def _file_digest(path: Path, limit: int = 1 << 20) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        h.update(f.read(limit))
+    h.update(str(path.stat().st_size).encode())
+    return h.hexdigest()[:12]
+
+
+def get_feature_net(name: str | FeatureNet = "shapes-cnn", *, img_size: int = 32, seed: int = 0,
+                    cache_dir: str | Path | None = None, extractor: ExtractorSettings | str = "tiny",
+                    inception_weights: str | Path | None = None, train: bool = True,
+                    log: Callable | None = print) -> FeatureNet:
+    """Resolve a feature network. ``"shapes-cnn"``: the offline network for ``img_size``/``seed``
+    (trained and cached when missing, settings ``extractor``). ``"inception"``: the paper's
+    Inception-v3 features (2048-d pool, IS on logits) from :func:`resolve_inception_weights`."""
+    if isinstance(name, FeatureNet):
+        return name
+    if name == "shapes-cnn":
+        path = get_shapes_extractor(img_size, seed, cache_dir, extractor, train=train, log=log)
+        return FeatureNet("shapes-cnn", SHAPES_EXTRACTOR, str(path), "multi", "logits",
+                          f"shapes-cnn:{path.stem}:{_file_digest(path)}")
+    if name == "inception":
+        path = resolve_inception_weights(inception_weights)
+        return FeatureNet("inception", INCEPTION_EXTRACTOR, str(path), "2048", "logits_unbiased",
+                          f"inception-v3-compat:{_file_digest(path)}")
+    raise ValueError(f"feature_net={name!r} is not known; allowed: {', '.join(FEATURE_NETS)}")
+
+
+def _net_for(feature_net, input1) -> FeatureNet:
+    if isinstance(feature_net, FeatureNet):
+        return feature_net
+    size = 32
+    if isinstance(input1, torch.Tensor) and input1.dim() == 4:
+        size = int(input1.shape[-1])
+    return get_feature_net(feature_net, img_size=size if size in (16, 32, 64, 128, 256, 512) else 32)
+
+
+def _device_kwargs(device) -> dict:
+    from ldetok_lite.device import pick_device
+
+    return {"cuda": pick_device(device).type == "cuda"}
+
+
+# ============================================================================================
+# Metrics between image sets (torch-fidelity's calculate_metrics)
+# ============================================================================================
+
+def compute_metrics(input1, input2=None, *, fid: bool = True, isc: bool = False, kid: bool = False,
+                    prc: bool = False, feature_net: str | FeatureNet = "shapes-cnn", num_images: int | None = None,
+                    batch_size: int = 100, device: str = "auto", quantize: str = "round", verbose: bool = False,
+                    **tf_kwargs) -> dict:
+    """FID / IS / KID / precision-recall of ``input1`` (generated or reconstructed) against
+    ``input2`` (reference) through ``torch_fidelity.calculate_metrics``.
+
+    Returns a dict with the keys that apply: ``fid``, ``is_mean``, ``is_std``, ``kid_mean``,
+    ``kid_std``, ``precision``, ``recall``, ``f_score``. All metrics use ``feature_net``'s features
+    (precision/recall too; torch-fidelity's default for PRC would be VGG16). ``num_images`` limits
+    or sets (for a callable) the size of ``input1``. Extra keyword arguments go to torch-fidelity
+    (e.g. ``kid_subsets``, ``isc_splits``, ``rng_seed``). No file cache is written.
+    """
+    _check_count(batch_size, "batch_size")
+    if not (fid or isc or kid or prc):
+        raise ValueError("ask for at least one of fid, isc, kid, prc")
+    if (fid or kid or prc) and input2 is None:
+        raise ValueError("fid, kid and prc compare two sets: pass input2 (the reference images)")
+    net = _net_for(feature_net, input1)
+    inputs, counts = _tf_inputs(input1, input2 if (fid or kid or prc) else None, num_images, quantize)
+    kw = {**net.tf_kwargs(), **_device_kwargs(device), **inputs, "batch_size": batch_size, "fid": fid,
+          "isc": isc, "kid": kid, "prc": prc, "cache": False, "verbose": verbose, "save_cpu_ram": True,
+          "kid_subset_size": min(1000, *counts), "isc_splits": min(10, counts[0])}
+    kw.update(tf_kwargs)
+    out = torch_fidelity.calculate_metrics(**kw)
+    return {_TF_KEYS.get(k, k): float(v) for k, v in out.items()}
+
+
+def fid(input1, input2, **kwargs) -> float:
+    """FID between two image sets (rFID: reconstructions vs originals; gFID: samples vs data).
+    Keyword arguments as :func:`compute_metrics`."""
+    return compute_metrics(input1, input2, fid=True, **kwargs)["fid"]
+
+
+# ============================================================================================
+# Features, statistics files, and FID against statistics
+# ============================================================================================
+
+def extract_features(source, *, feature_net: str | FeatureNet = "shapes-cnn", layers: tuple[str, ...] | None = None,
+                     num_images: int | None = None, batch_size: int = 100, device: str = "auto",
+                     quantize: str = "round", verbose: bool = False) -> dict[str, torch.Tensor]:
+    """{layer: (N, D) float CPU tensor} for a source, through torch-fidelity's feature extractor
+    (default layers: the FID layer and the IS logits)."""
+    _check_count(batch_size, "batch_size")
+    net = _net_for(feature_net, source)
+    layers = tuple(layers) if layers else tuple(dict.fromkeys((net.fid_layer, net.isc_layer)))
+    inputs, counts = _tf_inputs(source, None, num_images, quantize)
+    kw = {**net.tf_kwargs(), **_device_kwargs(device), **inputs, "batch_size": batch_size, "cache": False,
+          "verbose": verbose, "save_cpu_ram": True}
+    extractor = create_feature_extractor(net.extractor, list(layers), **kw)
+    feats = extract_featuresdict_from_input_id(1, extractor, **kw)
+    return {k: v.float().cpu() for k, v in feats.items()}
+
+
+def _stats64(stats: dict) -> dict:
+    return {"mu": np.asarray(stats["mu"], dtype=np.float64), "sigma": np.asarray(stats["sigma"], dtype=np.float64)}
+
+
+def fid_stats(features: torch.Tensor) -> dict:
+    """{"mu", "sigma"} (float64) of (N, D) features via torch-fidelity's ``fid_features_to_statistics``."""
+    if not isinstance(features, torch.Tensor) or features.dim() != 2 or features.shape[0] < 2:
+        raise ValueError(f"features must be a (N, D) tensor with N >= 2, got {getattr(features, 'shape', features)}")
+    return _stats64(fid_features_to_statistics(features.double().cpu()))
+
+
+def compute_fid_stats(source, *, feature_net: str | FeatureNet = "shapes-cnn", **kwargs) -> dict:
+    """FID statistics of an image source (kwargs as :func:`extract_features`)."""
+    net = _net_for(feature_net, source)
+    feats = extract_features(source, feature_net=net, layers=(net.fid_layer,), **kwargs)[net.fid_layer]
+    return {**fid_stats(feats), "feature_net": net.key, "layer": net.fid_layer, "num_images": feats.shape[0]}
+
+
+def save_fid_stats(path: str | Path, source, *, feature_net: str | FeatureNet = "shapes-cnn", **kwargs) -> Path:
+    """Write an ADM-style ``.npz`` (``mu``, ``sigma``; plus ``feature_net``, ``layer``,
+    ``num_images``) for any image source or dataset; atomic. Returns the path."""
+    stats = compute_fid_stats(source, feature_net=feature_net, **kwargs)
+    path = Path(path)
+    if path.suffix != ".npz":
+        raise ValueError(f"path={str(path)!r} must end in .npz")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f"{path.stem}.tmp{os.getpid()}.npz")
+    np.savez(tmp, mu=stats["mu"], sigma=stats["sigma"], feature_net=np.array(stats["feature_net"]),
+             layer=np.array(stats["layer"]), num_images=np.array(stats["num_images"]))
+    os.replace(tmp, path)
+    return path
+
+
+def load_fid_stats(path: str | Path, feature_net: FeatureNet | None = None) -> dict:
+    """Read a statistics ``.npz`` (ours or ADM's reference batches: only ``mu``/``sigma`` are
+    needed). With ``feature_net``, a file made by another network raises ``ValueError``."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"FID statistics file {str(path)!r} does not exist; write one with "
+                                "ldetok_lite.fid.save_fid_stats(path, images)")
+    with np.load(path, allow_pickle=False) as f:
+        keys = set(f.files)
+        if not {"mu", "sigma"} <= keys:
+            raise ValueError(f"{str(path)!r} has keys {sorted(keys)}; a FID statistics file needs 'mu' and 'sigma'")
+        out = _stats64({"mu": f["mu"], "sigma": f["sigma"]})
+        for k in ("feature_net", "layer", "num_images"):
+            if k in keys:
+                out[k] = f[k].item()
+    d = out["mu"].shape
+    if len(d) != 1 or out["sigma"].shape != (d[0], d[0]):
+        raise ValueError(f"{str(path)!r}: mu {out['mu'].shape} / sigma {out['sigma'].shape} are not (D,) / (D, D)")
+    if feature_net is not None and out.get("feature_net") not in (None, feature_net.key):
+        raise ValueError(f"{str(path)!r} was made with feature network {out['feature_net']!r}, not "
+                         f"{feature_net.key!r}; FIDs from different networks or weights are not comparable")
+    return out
+
+
+def fid_between_stats(stats1: dict, stats2: dict) -> float:
+    """FID from two {"mu", "sigma"} dicts (torch-fidelity's ``fid_statistics_to_metric``)."""
+    s1, s2 = _stats64(stats1), _stats64(stats2)
+    if s1["mu"].shape != s2["mu"].shape:
+        raise ValueError(f"statistics have different feature sizes: {s1['mu'].shape[0]} vs {s2['mu'].shape[0]} "
+                         "(made with different feature networks or layers?)")
+    return float(fid_statistics_to_metric(s1, s2, verbose=False)[torch_fidelity.KEY_METRIC_FID])
+
+
+def features_to_metrics(features: dict[str, torch.Tensor], feature_net: FeatureNet, *,
+                        reference: dict | None = None, isc: bool = False, kid: bool = False, prc: bool = False,
+                        labels: torch.Tensor | None = None, **tf_kwargs) -> dict:
+    """Metrics from extracted features, with torch-fidelity's metric functions.
+
+    ``reference``: FID statistics ({"mu", "sigma"}) or reference features ({layer: (M, D)}, which
+    also allows KID and precision/recall). ``labels``: the classes the images should show, for
+    ``class_accuracy`` with a classifier network (shapes-cnn).
+    """
+    out = {}
+    f1 = features[feature_net.fid_layer]
+    if reference is not None:
+        ref_feats = reference.get(feature_net.fid_layer)
+        stats2 = fid_stats(ref_feats) if ref_feats is not None else load_stats_dict(reference, feature_net)
+        out["fid"] = fid_between_stats(fid_stats(f1), stats2)
+        if (kid or prc) and ref_feats is None:
+            raise ValueError("kid and prc need reference features, not only statistics")
+        kw = {"kid_subset_size": min(1000, len(f1), 0 if ref_feats is None else len(ref_feats)), "verbose": False,
+              **tf_kwargs}
+        if kid:
+            res = kid_features_to_metric(f1, ref_feats, **kw)
+            out.update({_TF_KEYS[k]: float(v) for k, v in res.items()})
+        if prc:
+            res = prc_features_to_metric(f1, ref_feats, **kw)
+            out.update({_TF_KEYS[k]: float(v) for k, v in res.items()})
+    elif kid or prc:
+        raise ValueError("kid and prc need reference features")
+    if isc:
+        logits = features[feature_net.isc_layer]
+        res = isc_features_to_metric(logits, splits=min(10, len(logits)), shuffle=True,
+                                     rng_seed=tf_kwargs.get("rng_seed", 2020))
+        out.update({_TF_KEYS[k]: float(v) for k, v in res.items()})
+    if labels is not None and feature_net.has_classifier:
+        logits = features[feature_net.isc_layer]
+        labels = torch.as_tensor(labels).long().cpu()
+        if labels.shape != (logits.shape[0],):
+            raise ValueError(f"labels shape {tuple(labels.shape)} does not match {logits.shape[0]} images")
+        out["class_accuracy"] = float((logits.argmax(1) == labels).float().mean())
+    return out
+
+
+def load_stats_dict(stats, feature_net: FeatureNet | None = None) -> dict:
+    """A path to a statistics file or a dict with mu/sigma -> checked float64 statistics."""
+    if isinstance(stats, (str, Path)):
+        return load_fid_stats(stats, feature_net)
+    if not isinstance(stats, dict) or "mu" not in stats or "sigma" not in stats:
+        raise TypeError("stats must be a .npz path or a dict with 'mu' and 'sigma'")
+    if feature_net is not None and stats.get("feature_net") not in (None, feature_net.key):
+        raise ValueError(f"statistics were made with {stats['feature_net']!r}, not {feature_net.key!r}")
+    return _stats64(stats)
+
+
+def metrics_vs_stats(input1, stats, *, feature_net: str | FeatureNet = "shapes-cnn", isc: bool = False,
+                     labels: torch.Tensor | None = None, **kwargs) -> dict:
+    """FID of ``input1`` against precomputed statistics (a ``.npz`` path or dict), plus IS and
+    class accuracy when asked (``labels``; defaults to an ImageStream's labels). One pass over the
+    images; kwargs as :func:`extract_features`."""
+    net = _net_for(feature_net, input1)
+    ref = load_stats_dict(stats, net)
+    feats = extract_features(input1, feature_net=net, **kwargs)
+    if labels is None and isinstance(input1, ImageStream):
+        labels = input1.labels
+    if labels is not None:
+        labels = torch.as_tensor(labels)[:feats[net.fid_layer].shape[0]]
+    return features_to_metrics(feats, net, reference=ref, isc=isc, labels=labels)
+
+
+def fid_from_stats(input1, stats, **kwargs) -> float:
+    """FID of ``input1`` against a statistics file/dict (same value as the image path)."""
+    return metrics_vs_stats(input1, stats, **kwargs)["fid"]
+
+
+# ============================================================================================
+# Images on the fly: reconstructions and generator samples
+# ============================================================================================
+
+def _images_of(images) -> torch.Tensor | Dataset:
+    if isinstance(images, torch.Tensor):
+        if images.dim() != 4 or images.shape[1] != 3:
+            raise ValueError(f"images must have shape (N, 3, H, W), got {tuple(images.shape)}")
+        return images
+    if isinstance(images, Dataset):
+        return images
+    raise TypeError(f"images must be a tensor (N, 3, H, W) or a Dataset, got {type(images).__name__}")
+
+
+def reconstruction_source(tokenizer: nn.Module, images, num_images: int | None = None,
+                          on_batch: Callable[[torch.Tensor, torch.Tensor], None] | None = None) -> ImageStream:
+    """Reconstructions ``tokenizer.reconstruct(x)`` of ``images`` (a tensor or dataset, in order),
+    made batch by batch; ``on_batch(originals, reconstructions)`` sees each batch (PSNR/SSIM)."""
+    images = _images_of(images)
+    total = len(images)
+    n = total if num_images is None else num_images
+    _check_count(n, "num_images")
+    if n > total:
+        raise ValueError(f"num_images={n} but only {total} images were given")
+    device = next(tokenizer.parameters()).device
+
+    class _Recon:
+        pos = 0
+
+        def reset(self):
+            self.pos = 0
+
+        @torch.no_grad()
+        def __call__(self, k):
+            if isinstance(images, torch.Tensor):
+                x = images[self.pos:self.pos + k]
+            else:
+                items = [images[i] for i in range(self.pos, self.pos + k)]
+                x = torch.stack([it[0] if isinstance(it, (tuple, list)) else it for it in items])
+            if x.dtype == torch.uint8:
+                x = x.float() / 255.0
+            self.pos += k
+            x = x.to(device)
+            recon = tokenizer.reconstruct(x).float().clamp(0, 1)
+            if on_batch is not None:
+                on_batch(x, recon)
+            return recon
+
+    return ImageStream(_Recon(), n, name="reconstructions")
+
+
+def class_balanced_labels(num_images: int, num_classes: int) -> torch.Tensor:
+    """``num_images`` labels in class order, balanced (the official 50 per class for 50k, §5)."""
+    _check_count(num_images, "num_images")
+    _check_count(num_classes, "num_classes")
+    return torch.arange(num_images) * num_classes // num_images
+
+
+def generator_source(generator: nn.Module, tokenizer: nn.Module, num_images: int, *, cfg: float = 1.0,
+                     num_steps: int | None = None, temperature: float = 1.0, num_classes: int | None = None,
+                     seed: int = 0) -> ImageStream:
+    """Class-balanced samples of a latent generator decoded by ``tokenizer``, made batch by batch
+    (``generator.generate(labels, cfg, num_steps, temperature, generator=g)`` then
+    ``generators.decode_latents``). Deterministic from ``seed``; ``.labels`` gives the classes."""
+    if not (isinstance(cfg, (int, float)) and cfg >= 1.0):
+        raise ValueError(f"cfg={cfg!r} is out of range; allowed >= 1 (1 = no guidance)")
+    if num_steps is not None:
+        _check_count(num_steps, "num_steps")
+    if not (isinstance(temperature, (int, float)) and temperature > 0):
+        raise ValueError(f"temperature={temperature!r} must be > 0")
+    if num_classes is None:
+        num_classes = int(getattr(generator, "num_classes", None) or
+                          (getattr(generator, "spec", None) or {}).get("kwargs", {}).get("num_classes", 10))
+    labels = class_balanced_labels(num_images, num_classes)
+    device = next(generator.parameters()).device
+    try:
+        from ldetok_lite.generators import decode_latents
+    except ImportError:  # the registry may not exist yet: decode with the tokenizer directly
+        def decode_latents(tok, z):
+            return tok.detokenize(z)
+
+    class _Samples:
+        pos = 0
+
+        def reset(self):
+            self.pos = 0
+
+        @torch.no_grad()
+        def __call__(self, k):
+            y = labels[self.pos:self.pos + k].to(device)
+            g = torch.Generator(device=device).manual_seed(seed * 1_000_003 + self.pos)
+            self.pos += k
+            z = generator.generate(y, cfg=float(cfg), num_steps=num_steps, temperature=float(temperature),
+                                   generator=g)
+            return decode_latents(tokenizer, z).float().clamp(0, 1)
+
+    return ImageStream(_Samples(), num_images, labels=labels, name="samples")

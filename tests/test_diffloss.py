@@ -1,0 +1,172 @@
+"""DiffLoss: the per-token diffusion head of MAR and the AR models (DETOK_SPEC §4.6)."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from ldetok_lite.generators.diffloss import DiffLoss, SimpleMLPAdaLN
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    """These models are tiny: one intra-op thread is faster (and much faster on a busy machine)."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+
+def _head(**kw):
+    torch.manual_seed(0)
+    kw = {"width": 32, "depth": 2, "num_sampling_steps": 5, **kw}
+    return DiffLoss(4, 16, **kw)
+
+
+def _perturb(module, std=0.02, seed=1):
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for p in module.parameters():
+            p.add_(std * torch.randn(p.shape, generator=g))
+
+
+def test_network_shapes_and_zero_init():
+    net = SimpleMLPAdaLN(in_channels=4, width=32, out_channels=8, cond_channels=16, depth=2)
+    x, t, z = torch.randn(10, 4), torch.randint(0, 1000, (10,)), torch.randn(10, 16)
+    out = net(x, t, z)
+    assert out.shape == (10, 8)
+    assert torch.count_nonzero(out) == 0  # final layer and adaLN start at zero (DETOK_SPEC §4.6)
+
+
+def test_time_embedding_on_unique_values_matches_direct():
+    net = SimpleMLPAdaLN(4, 32, 8, 16, 1)
+    t = torch.tensor([5, 999, 5, 0, 17, 999])
+    torch.testing.assert_close(net.embed_time(t), net.time_embed(t))
+
+
+def test_cosine_schedule_and_learned_variance():
+    head = _head()
+    d = head.diffusion
+    assert d.schedule == "cosine" and d.learn_sigma and d.num_timesteps == 1000
+    assert float(d.betas.max()) <= 0.999 + 1e-12
+    assert head.net.out_channels == 8  # ε (C) + variance interpolation (C)
+
+
+def test_batch_multiplier_repeats_rows(monkeypatch):
+    head = _head(batch_mul=4)
+    seen = {}
+    orig = head.diffusion.training_losses
+
+    def spy(fn, x_start, **kw):
+        seen["rows"] = x_start.shape[0]
+        return orig(fn, x_start, **kw)
+
+    monkeypatch.setattr(head.diffusion, "training_losses", spy)
+    head(torch.randn(6, 4), torch.randn(6, 16))
+    assert seen["rows"] == 24
+    head(torch.randn(6, 4), torch.randn(6, 16), mask=torch.tensor([1, 0, 1, 0, 0, 0]))
+    assert seen["rows"] == 8  # only the 2 weighted rows, ×4
+
+
+def test_mask_excludes_unweighted_rows_from_loss_and_gradients():
+    head = _head()
+    _perturb(head)
+    target = torch.randn(8, 4)
+    z = torch.randn(8, 16, requires_grad=True)
+    mask = torch.tensor([1, 1, 0, 1, 0, 0, 1, 0], dtype=torch.bool)
+    loss = head(target, z, mask=mask, generator=torch.Generator().manual_seed(0))
+    loss.backward()
+    assert torch.all(z.grad[~mask] == 0) and torch.any(z.grad[mask] != 0)
+    other = target.clone()
+    other[~mask] = 100.0 * torch.randn(int((~mask).sum()), 4)
+    loss2 = head(other, z.detach(), mask=mask, generator=torch.Generator().manual_seed(0))
+    torch.testing.assert_close(loss.detach(), loss2)
+    # weights: Σ w·ℓ / Σ w; all-ones mask equals no mask for the same draws
+    l_all = head(target, z.detach(), mask=torch.ones(8), generator=torch.Generator().manual_seed(3))
+    l_none = head(target, z.detach(), generator=torch.Generator().manual_seed(3))
+    torch.testing.assert_close(l_all, l_none)
+
+
+def test_loss_terms_and_training_reduces_loss():
+    torch.manual_seed(0)
+    head = _head(batch_mul=2)
+    z = torch.randn(64, 16)
+    target = torch.tanh(z[:, :4]) * 2  # x is a function of z: learnable
+    loss, terms = head(target, z, return_terms=True)
+    assert set(terms) == {"mse", "vb"} and torch.isfinite(loss)
+    opt = torch.optim.Adam(head.parameters(), lr=5e-3)
+    g = torch.Generator().manual_seed(0)
+    first = None
+    for step in range(30):
+        loss = head(target, z, generator=g)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        first = float(loss.detach()) if first is None else first
+    with torch.no_grad():
+        evals = [float(head(target, z, generator=torch.Generator().manual_seed(i))) for i in range(4)]
+    assert sum(evals) / 4 < 0.8 * first
+
+
+def test_sample_shape_determinism_and_temperature():
+    head = _head()
+    _perturb(head, std=0.01)
+    z = torch.randn(5, 16)
+    a = head.sample(z, generator=torch.Generator().manual_seed(0))
+    b = head.sample(z, generator=torch.Generator().manual_seed(0))
+    assert a.shape == (5, 4)
+    torch.testing.assert_close(a, b)
+    c = head.sample(z, temperature=0.5, generator=torch.Generator().manual_seed(0))
+    assert not torch.allclose(a, c)
+    assert head.sample(z, num_steps=2, generator=torch.Generator().manual_seed(0)).shape == (5, 4)
+
+
+def test_guidance_scale_one_equals_conditional():
+    head = _head()
+    _perturb(head, std=0.01)
+    z, zu = torch.randn(5, 16), torch.randn(5, 16)
+    cond = head.sample(z, generator=torch.Generator().manual_seed(0))
+    guided1 = head.sample(z, cfg=1.0, z_uncond=zu, generator=torch.Generator().manual_seed(0))
+    scale = cond.abs().max()
+    torch.testing.assert_close(guided1 / scale, cond / scale, atol=1e-5, rtol=1e-5)
+    per_row = head.sample(z, cfg=torch.ones(5), z_uncond=zu, generator=torch.Generator().manual_seed(0))
+    torch.testing.assert_close(per_row / scale, cond / scale, atol=1e-5, rtol=1e-5)
+
+
+def test_guidance_is_on_eps_only():
+    head = _head()
+    _perturb(head, std=0.1)
+    x, t = torch.randn(3, 4), torch.full((3,), 500)
+    c, cu = head.net.cond_embed(torch.randn(3, 16)), head.net.cond_embed(torch.randn(3, 16))
+    out_c = head.net.forward_embedded(x, t, c)
+    out_u = head.net.forward_embedded(x, t, cu)
+    out = head.guided_fn(c, cu, 3.0)(x, t)
+    torch.testing.assert_close(out[:, :4], out_u[:, :4] + 3.0 * (out_c[:, :4] - out_u[:, :4]))
+    torch.testing.assert_close(out[:, 4:], out_c[:, 4:])  # variance from the conditional branch
+
+
+@pytest.mark.parametrize("kwargs, match", [
+    (dict(temperature=0.0), "temperature"),
+    (dict(cfg=0.5), "cfg"),
+    (dict(num_steps=0), "num_steps"),
+    (dict(num_steps=1001), "num_steps"),
+    (dict(z_uncond=torch.randn(2, 16)), "z_uncond"),
+    (dict(cfg=torch.ones(3)), "cfg"),
+])
+def test_sample_bad_arguments(kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        _head().sample(torch.randn(5, 16), **kwargs)
+
+
+def test_forward_bad_arguments():
+    head = _head()
+    with pytest.raises(ValueError, match="target"):
+        head(torch.randn(5, 3), torch.randn(5, 16))
+    with pytest.raises(ValueError, match="mask"):
+        head(torch.randn(5, 4), torch.randn(5, 16), mask=torch.ones(4))
+    with pytest.raises(ValueError, match="no rows"):
+        head(torch.randn(5, 4), torch.randn(5, 16), mask=torch.zeros(5))
+    with pytest.raises(TypeError, match="z"):
+        head(torch.randn(5, 4), [1, 2])
+    with pytest.raises(ValueError, match="width"):
+        DiffLoss(4, 16, width=0)

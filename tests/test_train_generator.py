@@ -1,0 +1,103 @@
+"""Generator training on frozen tokenizer latents: stats, latent cache, resume, artifacts."""
+
+import pytest
+import torch
+
+from ldetok_lite import artifacts as A
+from ldetok_lite import checkpoint as ckpt
+from ldetok_lite import train as T
+from ldetok_lite.config import DataConfig, GeneratorConfig, TrainConfig, load_preset
+from ldetok_lite.tokenizer import create_tokenizer
+
+DATA = DataConfig(num_train=32, num_val=8)
+GEN = GeneratorConfig(num_sampling_steps=2)
+TRAIN = TrainConfig(steps=4, batch_size=8, lr=2e-4, lr_schedule="constant", warmup_frac=0.0, weight_decay=0.0,
+                    grad_clip=0.0, ema_decay=0.99, log_every=2, ckpt_every=2)
+QUIET = dict(device="cpu", progress="none", log=lambda *a: None)
+
+
+@pytest.fixture(scope="module")
+def tok():
+    torch.manual_seed(0)
+    return create_tokenizer("detok_tiny").eval()
+
+
+def test_channel_stats_population_std():
+    m = torch.tensor([[[[1.0]], [[10.0]]], [[[3.0]], [[10.0]]]])  # (N=2, C=2, 1, 1)
+    mean, std = T.channel_stats(m)
+    assert torch.allclose(mean, torch.tensor([2.0, 10.0])) and torch.allclose(std, torch.tensor([1.0, 1e-6]), atol=1e-5)
+
+
+def test_cached_latents_match_tokenize(tok, tmp_path):
+    res = T.train_generator("SiT", GEN, TRAIN, DATA, tok, tmp_path, **QUIET)
+    assert res.step == 4 and (tmp_path / "latent_cache.safetensors").is_file()
+    mean, std = res.latent_stats
+    assert torch.allclose(tok.latent_mean, mean) and torch.allclose(tok.latent_std, std)
+    # the stats normalise the posterior means of the training set to zero mean, unit std per channel
+    from ldetok_lite.data import make_dataset
+
+    x = make_dataset(DATA.replace(hflip=False)).images
+    z = tok.tokenize(x)  # posterior mean, normalised with the stats just set
+    assert torch.allclose(z.mean((0, 2, 3)), torch.zeros(8), atol=1e-4)
+    assert torch.allclose(z.std((0, 2, 3), unbiased=False), torch.ones(8), atol=1e-3)
+    cache = ckpt.load_tensors(tmp_path / "latent_cache.safetensors")
+    assert torch.allclose((cache["mean"] - mean.view(1, -1, 1, 1)) / std.view(1, -1, 1, 1), z, atol=1e-5)
+    assert torch.allclose(cache["mean_flip"][:4], T.encode_moments(tok, T.ImageSource(make_dataset(DATA.replace(
+        hflip=False))), "cpu", flip=True, log=lambda *a: None)[0][:4], atol=1e-6)
+    assert list((tmp_path / "samples").glob("samples_step*.png"))
+    gen = ckpt.from_pretrained(tmp_path)
+    assert gen.spec["name"] == "SiT_tiny" and not gen.training
+    assert torch.equal(T.load_latent_stats(res.checkpoint)[0], mean)
+
+
+def test_generator_resume_is_bit_identical(tok, tmp_path):
+    ref = T.train_generator("SiT", GEN, TRAIN, DATA, tok, tmp_path / "a", **QUIET)
+
+    class Crash(Exception):
+        pass
+
+    def cb(step, m):
+        if step == 3:
+            raise Crash
+
+    with pytest.raises(Crash):
+        T.train_generator("SiT", GEN, TRAIN, DATA, tok, tmp_path / "b", callback=cb, **QUIET)
+    res = T.train_generator("SiT", GEN, TRAIN, DATA, tok, tmp_path / "b", **QUIET)
+    assert res.resumed_from == 2
+    a, b = ref.model.state_dict(), res.model.state_dict()
+    assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_on_the_fly_latents_also_train(tok, tmp_path):
+    res = T.train_generator("SiT", GEN.replace(cache_latents=False), TRAIN.replace(steps=2, ckpt_every=0), DATA, tok,
+                            tmp_path, **QUIET)
+    assert res.step == 2 and not (tmp_path / "latent_cache.safetensors").exists()
+    assert (tmp_path / "latent_stats.safetensors").is_file()
+    with pytest.raises(ValueError, match="family"):
+        T.train_generator("", GEN, TRAIN, DATA, tok, tmp_path / "x", **QUIET)
+
+
+def test_artifacts_train_once_then_load(tmp_path):
+    preset = load_preset("smoke").override(**{
+        "data.num_train": 32, "data.num_val": 8, "tokenizer_train.steps": 2, "tokenizer_train.batch_size": 8,
+        "generator_train.steps": 2, "generator_train.batch_size": 8, "generator.num_sampling_steps": 2})
+    logs = []
+    tok = A.get_tokenizer(preset, "plain", tmp_path, device="cpu", log=logs.append, progress="none")
+    assert tok.gamma == 0.0 and tok.mask_ratio == 0.0 and not tok.training
+    assert any("training tokenizer" in m for m in logs)
+    logs.clear()
+    again = A.get_tokenizer(preset, "plain", tmp_path, device="cpu", log=logs.append)
+    assert any("loaded tokenizer" in m for m in logs)
+    assert all(torch.equal(v, again.state_dict()[k]) for k, v in tok.state_dict().items())
+    gen, tok2 = A.get_generator(preset, "SiT", "plain", tmp_path, device="cpu", log=logs.append, progress="none",
+                                return_tokenizer=True)
+    assert gen.spec["name"] == "SiT_tiny" and tok2.latent_std.ne(1).any()
+    assert (tmp_path / "generators" / "smoke-SiT-plain-s0").is_dir()
+    # changed preset settings: the stale run is moved aside and retrained
+    logs.clear()
+    A.get_tokenizer(preset.override(**{"tokenizer.kl_weight": 1e-5}), "plain", tmp_path, device="cpu",
+                    log=logs.append, progress="none")
+    assert any("other settings" in m for m in logs)
+    assert list((tmp_path / "tokenizers").glob("smoke-plain-s0.stale-*"))
+    with pytest.raises(ValueError, match="variant"):
+        A.get_tokenizer(preset, "fancy", tmp_path)
