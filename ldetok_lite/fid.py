@@ -364,7 +364,7 @@ class ExtractorSettings:
 
 
 EXTRACTOR_PRESETS = {
-    "smoke": ExtractorSettings(num_train=1000, num_val=200, steps=40, batch_size=32),
+    "smoke": ExtractorSettings(num_train=600, num_val=200, steps=30, batch_size=32),
     "tiny": ExtractorSettings(),
 }
 
@@ -680,7 +680,9 @@ def compute_metrics(input1, input2=None, *, fid: bool = True, isc: bool = False,
     ``kid_std``, ``precision``, ``recall``, ``f_score``. All metrics use ``feature_net``'s features
     (precision/recall too; torch-fidelity's default for PRC would be VGG16). ``num_images`` limits
     or sets (for a callable) the size of ``input1``. Extra keyword arguments go to torch-fidelity
-    (e.g. ``kid_subsets``, ``isc_splits``, ``rng_seed``). No file cache is written.
+    (e.g. ``kid_subsets``, ``isc_splits``, ``rng_seed``). No file cache is written. A string
+    ``feature_net`` is resolved by :func:`get_feature_net` at the size of a tensor ``input1``
+    (else 32 px); pass a :class:`FeatureNet` to choose seed, cache or extractor settings.
     """
     _check_count(batch_size, "batch_size")
     if not (fid or isc or kid or prc):
@@ -856,6 +858,16 @@ def metrics_vs_stats(input1, stats, *, feature_net: str | FeatureNet = "shapes-c
     return features_to_metrics(feats, net, reference=ref, isc=isc, labels=labels)
 
 
+def class_accuracy(images, labels, *, feature_net: str | FeatureNet = "shapes-cnn", **kwargs) -> float:
+    """Fraction of ``images`` that the shapes network classifies as ``labels`` (the accuracy of a
+    class-conditional generator's samples; kwargs as :func:`extract_features`)."""
+    net = _net_for(feature_net, images)
+    if not net.has_classifier:
+        raise ValueError(f"feature_net {net.name!r} has no classifier over the dataset's classes; use 'shapes-cnn'")
+    feats = extract_features(images, feature_net=net, layers=(net.isc_layer,), **kwargs)
+    return features_to_metrics(feats, net, labels=labels)["class_accuracy"]
+
+
 def fid_from_stats(input1, stats, **kwargs) -> float:
     """FID of ``input1`` against a statistics file/dict (same value as the image path)."""
     return metrics_vs_stats(input1, stats, **kwargs)["fid"]
@@ -879,6 +891,8 @@ def reconstruction_source(tokenizer: nn.Module, images, num_images: int | None =
                           on_batch: Callable[[torch.Tensor, torch.Tensor], None] | None = None) -> ImageStream:
     """Reconstructions ``tokenizer.reconstruct(x)`` of ``images`` (a tensor or dataset, in order),
     made batch by batch; ``on_batch(originals, reconstructions)`` sees each batch (PSNR/SSIM)."""
+    from ldetok_lite.device import autocast
+
     images = _images_of(images)
     total = len(images)
     n = total if num_images is None else num_images
@@ -904,7 +918,8 @@ def reconstruction_source(tokenizer: nn.Module, images, num_images: int | None =
                 x = x.float() / 255.0
             self.pos += k
             x = x.to(device)
-            recon = tokenizer.reconstruct(x).float().clamp(0, 1)
+            with autocast(device):  # bf16 on CUDA (as the official rFID), fp32 elsewhere
+                recon = tokenizer.reconstruct(x).float().clamp(0, 1)
             if on_batch is not None:
                 on_batch(x, recon)
             return recon
@@ -934,6 +949,8 @@ def generator_source(generator: nn.Module, tokenizer: nn.Module, num_images: int
     if num_classes is None:
         num_classes = int(getattr(generator, "num_classes", None) or
                           (getattr(generator, "spec", None) or {}).get("kwargs", {}).get("num_classes", 10))
+    from ldetok_lite.device import autocast
+
     labels = class_balanced_labels(num_images, num_classes)
     device = next(generator.parameters()).device
     try:
@@ -953,8 +970,9 @@ def generator_source(generator: nn.Module, tokenizer: nn.Module, num_images: int
             y = labels[self.pos:self.pos + k].to(device)
             g = torch.Generator(device=device).manual_seed(seed * 1_000_003 + self.pos)
             self.pos += k
-            z = generator.generate(y, cfg=float(cfg), num_steps=num_steps, temperature=float(temperature),
-                                   generator=g)
-            return decode_latents(tokenizer, z).float().clamp(0, 1)
+            with autocast(device):
+                z = generator.generate(y, cfg=float(cfg), num_steps=num_steps, temperature=float(temperature),
+                                       generator=g)
+            return decode_latents(tokenizer, z.float()).float().clamp(0, 1)
 
     return ImageStream(_Samples(), num_images, labels=labels, name="samples")

@@ -27,7 +27,8 @@ from pathlib import Path
 
 import nbformat
 
-CHROMIUM = os.environ.get("LDETOK_CHROMIUM", "/usr/bin/chromium")
+CHROMIUM = os.environ.get("LDETOK_CHROMIUM") or (
+    "/usr/bin/chromium" if os.path.exists("/usr/bin/chromium") else shutil.which("chromium") or "/usr/bin/chromium")
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
                  "--disable-component-update", "--disable-sync", "--disable-quic", "--no-first-run"]
 # Text that must never appear in a notebook's outputs or a panel (checked case-sensitively).
@@ -187,7 +188,18 @@ def leftover_pids(state_dir: Path) -> list[int]:
     return out
 
 
-def start_lab(root_dir: Path, state_dir: Path, timeout: float = 120.0) -> LabServer:
+def start_lab(root_dir: Path, state_dir: Path, timeout: float = 120.0, attempts: int = 3) -> LabServer:
+    """:func:`_start_lab`, retried on a new port when another process took the free port first."""
+    for attempt in range(attempts):
+        try:
+            return _start_lab(root_dir, state_dir, timeout)
+        except RuntimeError as e:
+            if "already in use" not in str(e) or attempt == attempts - 1:
+                raise
+    raise AssertionError("unreachable")
+
+
+def _start_lab(root_dir: Path, state_dir: Path, timeout: float) -> LabServer:
     """Start JupyterLab on 127.0.0.1 (free port, random token, no browser) serving ``root_dir``.
 
     All Jupyter state (runtime, config, data, settings, workspaces) lives under ``state_dir``, so the
@@ -203,7 +215,7 @@ def start_lab(root_dir: Path, state_dir: Path, timeout: float = 120.0) -> LabSer
     env.update(JUPYTER_RUNTIME_DIR=str(state_dir / "runtime"), JUPYTER_CONFIG_DIR=str(state_dir / "config"),
                JUPYTER_DATA_DIR=str(state_dir / "data"), JUPYTERLAB_SETTINGS_DIR=str(state_dir / "settings"),
                JUPYTERLAB_WORKSPACES_DIR=str(state_dir / "workspaces"), JUPYTER_PLATFORM_DIRS="1",
-               PYTHONUNBUFFERED="1", OMP_NUM_THREADS=env.get("OMP_NUM_THREADS", "2"))
+               PYTHONUNBUFFERED="1", OMP_NUM_THREADS=env.get("LDETOK_BROWSER_KERNEL_THREADS", "1"))
     port, token = free_port(), uuid.uuid4().hex
     log_path = state_dir / "jupyterlab.log"
     cmd = [sys.executable, "-m", "jupyterlab", "--no-browser", "--ServerApp.ip=127.0.0.1",
@@ -315,6 +327,9 @@ class PanelChecker:
         self.required_kinds = tuple(required_kinds)
         self.run_timeout = run_timeout
         self.page = page
+        self.js_errors: list[str] = []  # uncaught page errors and console errors
+        page.on("pageerror", lambda e: self.js_errors.append(f"pageerror: {e}"))
+        page.on("console", lambda m: m.type == "error" and self.js_errors.append(f"console: {m.text}"))
         self.server = server
         self.shots_dir = Path(shots_dir)
         self.shots_dir.mkdir(parents=True, exist_ok=True)
@@ -411,6 +426,8 @@ class PanelChecker:
         assert not missing, (f"{report.notebook}: no slider found for {sorted(missing)} in {len(panels)} panel(s); "
                              f"sliders are found by their description label ({SLIDER_KINDS})")
         assert_no_widget_errors(self.page, " after moving the sliders")
+        widget_js = [e for e in self.js_errors if re.search(r"widget|model|comm", e, re.I)]
+        assert not widget_js, f"{report.notebook}: widget errors in the browser console: {widget_js[:5]}"
         self.shot(report, None, "page")
         report.seconds["total"] = round(time.monotonic() - t0, 1)
         return report

@@ -10,6 +10,7 @@ Needs Debian's chromium (``make browser-deps``) and the ``playwright`` package; 
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
 import pytest
@@ -39,6 +40,9 @@ def lab(tmp_path_factory):
     root_dir.mkdir()
     server = bs.start_lab(root_dir, base / "jupyter")
     try:
+        spec = server.api("kernelspecs")["kernelspecs"]["python3"]["spec"]
+        assert Path(spec["argv"][0]).absolute().is_relative_to(Path(sys.prefix).absolute()), \
+            f"the python3 kernel is not this venv's: {spec['argv']}"
         yield server
     finally:
         server.stop()
@@ -97,8 +101,7 @@ def _report(report, tmp_path: Path) -> None:
 @pytest.mark.parametrize("name", list(NOTEBOOKS))
 def test_notebook_panels_in_browser(name, lab, page, tmp_path, shared_cache):
     src = ROOT / "notebooks" / f"{name}.ipynb"
-    if not src.exists():
-        pytest.skip(f"notebooks/{name}.ipynb is not written yet")
+    assert src.exists(), f"notebooks/{name}.ipynb is missing"
     rel = _copy(lab, src, name, tmp_path, shared_cache)
     report = _check(lab, page, rel, tmp_path, required_kinds=NOTEBOOKS[name])
     _report(report, tmp_path)

@@ -33,13 +33,11 @@ def sets():
 def test_fid_self_zero_and_shift(net, sets):
     x, y, _ = sets
     assert abs(fid.fid(x, x, feature_net=net)) < 1e-2
-    held_out = fid.fid(y, x, feature_net=net)
+    held_out = fid.fid(y, x, feature_net=net)  # the finite-sample floor (160 images)
     g = torch.Generator().manual_seed(0)
-    noisy = (y + 0.1 * torch.randn(y.shape, generator=g)).clamp(0, 1)
-    shifted = fid.fid(noisy, x, feature_net=net)
-    darker = fid.fid(y * 0.6, x, feature_net=net)
-    assert shifted > 3 * held_out and shifted > 1.0
-    assert darker > 3 * held_out and darker > 1.0
+    shifted = fid.fid((y + 0.2).clamp(0, 1), x, feature_net=net)
+    noisy = fid.fid((y + 0.2 * torch.randn(y.shape, generator=g)).clamp(0, 1), x, feature_net=net)
+    assert shifted > 5 * held_out and noisy > 5 * held_out
 
 
 def test_stats_file_equals_image_path(net, sets, tmp_path):
@@ -65,6 +63,7 @@ def test_stats_file_equals_image_path(net, sets, tmp_path):
 
 def test_folder_and_callable_sources_match_tensor(net, sets, tmp_path):
     x, y, _ = sets
+    x, y = x[:64], y[:64]
     direct = fid.fid(y, x, feature_net=net)
     folder = tmp_path / "pngs"
     fid.save_png_folder(y, folder)
@@ -77,7 +76,7 @@ def test_folder_and_callable_sources_match_tensor(net, sets, tmp_path):
         pos["i"] += n
         return out
 
-    assert fid.fid(fn, x, feature_net=net, num_images=len(y), batch_size=48) == pytest.approx(direct, rel=1e-5,
+    assert fid.fid(fn, x, feature_net=net, num_images=len(y), batch_size=24) == pytest.approx(direct, rel=1e-5,
                                                                                             abs=1e-5)
 
 
@@ -94,6 +93,7 @@ def test_isc_kid_prc_and_class_accuracy(net, sets):
     with torch.no_grad():
         expected = (model(fid.to_uint8(y)).argmax(1) == labels).float().mean().item()
     assert r["class_accuracy"] == pytest.approx(expected)
+    assert fid.class_accuracy(y, labels, feature_net=net) == pytest.approx(expected)
     assert r["fid"] == pytest.approx(fid.fid(y, x, feature_net=net), rel=1e-4, abs=1e-4)
 
 
@@ -106,11 +106,13 @@ def test_extractor_deterministic(net, sets):
     assert torch.equal(a["multi"], b["multi"]) and torch.equal(a["logits"], b["logits"])
     assert a["multi"].shape == (len(x), 8 + 16 + 32 + 32)
     # training is deterministic from the seed and leaves the global RNG alone
+    settings = fid.extractor_settings("smoke", steps=4, num_train=64, num_val=16, batch_size=16)
     state = torch.get_rng_state()
-    model, _ = fid.train_shapes_extractor(fid.extractor_settings("smoke"), log=None)
+    m1, _ = fid.train_shapes_extractor(settings, log=None)
     assert torch.equal(state, torch.get_rng_state())
-    ref = fid.load_shapes_extractor(net.weights_path).state_dict()
-    for k, v in model.state_dict().items():
+    m2, _ = fid.train_shapes_extractor(settings, log=None)
+    ref = m2.state_dict()
+    for k, v in m1.state_dict().items():
         assert torch.equal(v, ref[k]), k
     # the cache is keyed by image size and seed
     assert "32px_seed0" in net.weights_path
@@ -216,7 +218,8 @@ def checkpoints(tmp_path_factory):
     torch.manual_seed(0)
     tok = create_tokenizer("detok_tiny")
     tok_dir = save_pretrained(tok, root / "tok")
-    gen = create_generator("SiT_tiny", in_channels=tok.token_channels, input_size=tok.grid_size, num_classes=10)
+    gen = create_generator("SiT_tiny", in_channels=tok.token_channels, input_size=tok.grid_size, num_classes=10,
+                           sampler="euler")  # fixed steps: --steps 2 really means 2 network calls
     gen_dir = save_pretrained(gen, root / "gen")
     return tok_dir, gen_dir
 
@@ -226,12 +229,12 @@ def test_evaluate_tokenizer_and_generator(checkpoints, cache, tmp_path, capsys):
 
     tok_dir, gen_dir = checkpoints
     out = tmp_path / "eval.json"
-    args = _args(tokenizer=tok_dir, generator=gen_dir, preset="smoke", num_images=20, batch_size=10,
+    args = _args(tokenizer=tok_dir, generator=gen_dir, preset="smoke", num_images=12, batch_size=12,
                  cfg=[1.0, 2.0], steps=2, cache_dir=cache, out=out, device="cpu")
     assert evaluate.run(args) == 0
     res = json.loads(out.read_text())
     t = res["tokenizer"]
-    assert t["rfid"] >= 0 and np.isfinite(t["psnr"]) and -1 <= t["ssim"] <= 1 and t["num_images"] == 20
+    assert t["rfid"] >= 0 and np.isfinite(t["psnr"]) and -1 <= t["ssim"] <= 1 and t["num_images"] == 12
     rows = res["generator"]["results"]
     assert [r["cfg"] for r in rows] == [1.0, 2.0]
     for r in rows:

@@ -39,7 +39,8 @@ class ARDiff(Generator):
 
     Args beyond :class:`Generator`'s: ``order`` (raster | random), ``hidden_size``, ``depth``,
     ``num_heads``, ``mlp_ratio``, ``head_width``, ``head_depth``, ``head_steps`` (default head
-    DDPM steps = ``generate``'s default ``num_steps``), ``batch_mul``.
+    DDPM steps = ``generate``'s default ``num_steps``), ``batch_mul``, ``clip_x0`` (the head's x̂₀
+    bound while sampling; None in the paper, 5 at ``tiny``; see ``DiffLoss``).
 
     ``generate(labels, cfg, num_steps=head steps, temperature, generator, return_trajectory,
     use_kv_cache=True, cfg_schedule="linear"|"constant", force_guidance=False)``; ``force_guidance`` runs
@@ -50,7 +51,7 @@ class ARDiff(Generator):
 
     def __init__(self, in_channels=16, input_size=16, num_classes=1000, label_drop=0.1, *, order="raster",
                  hidden_size=768, depth=12, num_heads=12, mlp_ratio=4.0, head_width=1024, head_depth=3,
-                 head_steps=100, batch_mul=4):
+                 head_steps=100, batch_mul=4, clip_x0=None):
         super().__init__(in_channels, input_size, num_classes, label_drop)
         if order not in ORDERS:
             raise ValueError(f"order={order!r} is not known; allowed: {', '.join(ORDERS)}")
@@ -75,7 +76,7 @@ class ARDiff(Generator):
         self.final_adaLN = nn.Sequential(nn.SiLU(), nn.Linear(W, 2 * W))
         self.initialize_weights()
         self.diffloss = DiffLoss(in_channels, W, width=head_width, depth=head_depth,
-                                 num_sampling_steps=head_steps, batch_mul=batch_mul)
+                                 num_sampling_steps=head_steps, batch_mul=batch_mul, clip_x0=clip_x0)
         self.default_num_steps = head_steps
         self.max_num_steps = self.diffloss.diffusion.num_timesteps
 
@@ -188,7 +189,7 @@ class ARDiff(Generator):
 # SIZE_DICT of the paper code (ARDiff_base 150.13M, ARDiff_large 477.65M with the d3 w1024 head);
 # ``tiny`` is ours for the CPU (8×8×8 latents).
 AR_SIZES = {
-    "tiny": dict(hidden_size=128, depth=4, num_heads=4, head_width=128, head_depth=2, head_steps=25),
+    "tiny": dict(hidden_size=96, depth=4, num_heads=4, head_width=64, head_depth=2, head_steps=25, clip_x0=5.0),
     "base": dict(hidden_size=768, depth=12, num_heads=12, head_width=1024, head_depth=3, head_steps=100),
     "large": dict(hidden_size=1024, depth=24, num_heads=16, head_width=1024, head_depth=3, head_steps=100),
 }

@@ -159,7 +159,8 @@ class MAR(Generator):
     in the decoder), ``num_heads``, ``buffer_size`` (class-embedding slots), ``dropout``
     (attention and projection dropout; MLP dropout is 0 as in the README runs), ``head_width``,
     ``head_depth``, ``head_steps`` (default head DDPM steps at sampling), ``batch_mul``,
-    ``num_iter`` (default MAR steps), ``mask_rate_min`` (0.7).
+    ``num_iter`` (default MAR steps), ``mask_rate_min`` (0.7), ``clip_x0`` (the head's x̂₀ bound while
+    sampling; None in the paper, 5 at ``tiny``: see :class:`~ldetok_lite.generators.diffloss.DiffLoss`).
 
     ``generate(labels, cfg, num_steps=num_iter, temperature, generator, return_trajectory,
     head_steps=None, cfg_schedule="linear"|"constant", force_guidance=False)``; ``force_guidance`` runs
@@ -170,7 +171,7 @@ class MAR(Generator):
 
     def __init__(self, in_channels=16, input_size=16, num_classes=1000, label_drop=0.1, *, hidden_size=768,
                  depth=12, num_heads=12, buffer_size=64, dropout=0.1, head_width=1024, head_depth=6,
-                 head_steps=100, batch_mul=4, num_iter=64, mask_rate_min=0.7):
+                 head_steps=100, batch_mul=4, num_iter=64, mask_rate_min=0.7, clip_x0=None):
         super().__init__(in_channels, input_size, num_classes, label_drop)
         if hidden_size % num_heads:
             raise ValueError(f"hidden_size={hidden_size} must be divisible by num_heads={num_heads}")
@@ -209,7 +210,7 @@ class MAR(Generator):
         self.diffusion_pos_embed = nn.Parameter(torch.zeros(1, self.seq_len, W))
         self.initialize_weights()
         self.diffloss = DiffLoss(in_channels, W, width=head_width, depth=head_depth,
-                                 num_sampling_steps=head_steps, batch_mul=batch_mul)
+                                 num_sampling_steps=head_steps, batch_mul=batch_mul, clip_x0=clip_x0)
 
     def initialize_weights(self):
         """xavier-uniform Linear (zero bias), N(0, 0.02) embeddings and tokens, LayerNorm (1, 0)."""
@@ -327,8 +328,8 @@ class MAR(Generator):
 # MAR_SIZE_DICT of the paper code (width, depth per encoder/decoder, heads); head d6 w1024 (base)
 # and d8 w1280 (large) are the README's final runs. ``tiny`` is ours for the CPU (8×8×8 latents).
 MAR_SIZES = {
-    "tiny": dict(hidden_size=128, depth=2, num_heads=4, buffer_size=4, dropout=0.0, head_width=128,
-                 head_depth=2, head_steps=25, num_iter=16),
+    "tiny": dict(hidden_size=128, depth=2, num_heads=4, buffer_size=4, dropout=0.0, head_width=64,
+                 head_depth=2, head_steps=25, num_iter=16, clip_x0=5.0),
     "base": dict(hidden_size=768, depth=12, num_heads=12, buffer_size=64, dropout=0.1, head_width=1024,
                  head_depth=6, head_steps=100, num_iter=64),
     "large": dict(hidden_size=1024, depth=16, num_heads=16, buffer_size=64, dropout=0.1, head_width=1280,
