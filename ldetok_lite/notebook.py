@@ -144,9 +144,10 @@ class NotebookRun:
             plt.close(fig)
         return path
 
-    def show(self, panel, filename: str | None = None):
+    def show(self, panel, filename: str | None = None) -> None:
         """A widget cell: render the static figure (raises on error), save it, and show the
-        interactive panel only when ``interactive`` is true."""
+        interactive panel only when ``interactive`` is true. Returns None, so a cell ending with
+        ``run.show(panel)`` does not display the panel a second time."""
         img = panel.static()
         name = filename or type(panel).__name__.lower()
         self.save(img, name)
@@ -154,7 +155,6 @@ class NotebookRun:
             from IPython.display import display
 
             display(panel.ui)
-        return panel
 
     def summary(self, **metrics) -> Path:
         """Merge ``metrics`` into ``out_dir/summary.json`` (atomic write)."""

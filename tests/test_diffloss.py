@@ -170,3 +170,22 @@ def test_forward_bad_arguments():
         head(torch.randn(5, 4), [1, 2])
     with pytest.raises(ValueError, match="width"):
         DiffLoss(4, 16, width=0)
+
+
+def test_clip_x0_bounds_the_implied_x0_and_is_off_by_default():
+    head = _head()
+    assert head.clip_x0 is None and _head(clip_x0=5.0).clip_x0 == 5.0
+    x, t = 3 * torch.randn(50, 4), torch.randint(0, 1000, (50,))
+    eps = 5 * torch.randn(50, 4)
+    new = head._clip_eps(x, t, eps, 2.0)
+    ab = head.diffusion.alphas_cumprod.float()[t][:, None]
+    x0 = (x - (1 - ab).sqrt() * new) / ab.sqrt()
+    assert x0.abs().max() <= 2.0 + 1e-2
+    torch.testing.assert_close(head._clip_eps(x, t, eps, 1e9), eps, atol=1e-4, rtol=1e-4)
+    _perturb(head, std=0.05)  # an inaccurate head: without the clip the first step blows up
+    z = torch.randn(64, 16)
+    wild = head.sample(z, generator=torch.Generator().manual_seed(0))
+    tame = head.sample(z, generator=torch.Generator().manual_seed(0), clip_x0=3.0)
+    assert tame.abs().max() < 10 < wild.abs().max()
+    with pytest.raises(ValueError, match="clip_x0"):
+        head.sample(z, clip_x0=-1.0)
