@@ -33,8 +33,10 @@ The state holds the optimizers, the step, the EMA, the RNG states (torch, numpy,
 the data position; the data order is a permutation drawn from ``(seed, epoch)`` and flips from
 ``(seed, step)``, so on the CPU a run killed and resumed ends with bit-identical weights.
 
-Multi-GPU: ``rank``/``world_size`` shard the permutation and gate logging and checkpoints to
-rank 0; wrapping the model in DDP (and all-reducing the logged metrics) is the missing piece.
+Multi-GPU (torchrun, ``distributed.py``): ``rank``/``world_size`` shard every global batch
+(``batch_size`` is global; each rank takes ``batch_size / world_size``), the model is wrapped in
+DDP, the discriminator's gradients are all-reduced, logged metrics are means over ranks, and
+rank 0 alone writes checkpoints (with every rank's RNG state) and logs.
 Taught in ``notebooks/03_train_tokenizer.ipynb``.
 """
 
@@ -122,11 +124,16 @@ def no_decay_names(model: nn.Module) -> list[str]:
             if p.requires_grad and (p.ndim < 2 or any(k in n for k in NO_DECAY_KEYS))]
 
 
-def make_optimizer(model: nn.Module, cfg: TrainConfig) -> torch.optim.AdamW:
+def make_optimizer(model: nn.Module, cfg: TrainConfig, fused: bool | None = None) -> torch.optim.AdamW:
+    """AdamW over :func:`param_groups`; ``fused`` (default: when every parameter is on CUDA) uses
+    the single-kernel implementation, the same update as the default one up to float round-off."""
     groups = param_groups(model, cfg.weight_decay)
     if not groups:
         raise ValueError("the model has no trainable parameters")
-    return torch.optim.AdamW(groups, lr=cfg.effective_lr, betas=(cfg.beta1, cfg.beta2), weight_decay=cfg.weight_decay)
+    if fused is None:
+        fused = all(p.is_cuda for g in groups for p in g["params"])
+    return torch.optim.AdamW(groups, lr=cfg.effective_lr, betas=(cfg.beta1, cfg.beta2), weight_decay=cfg.weight_decay,
+                             **({"fused": True} if fused else {}))
 
 
 def warmup_steps(cfg: TrainConfig) -> int:
@@ -245,7 +252,9 @@ def rng_state() -> dict:
         "python": random.getstate(),
     }
     if torch.cuda.is_available() and torch.cuda.is_initialized():
-        state["cuda"] = torch.cuda.get_rng_state_all()
+        # the current device only: under torchrun each process owns one GPU, and touching the
+        # others would create a context on every GPU of the node
+        state["cuda"] = torch.cuda.get_rng_state()
     return state
 
 
@@ -256,7 +265,10 @@ def set_rng_state(state: dict) -> None:
     py = state["python"]
     random.setstate((py[0], tuple(py[1]), py[2]))
     if "cuda" in state and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["cuda"])
+        c = state["cuda"]
+        if isinstance(c, (list, tuple)):  # older checkpoints: one state per visible device
+            c = c[torch.cuda.current_device()] if torch.cuda.current_device() < len(c) else c[0]
+        torch.cuda.set_rng_state(c)
 
 
 @contextlib.contextmanager
@@ -292,11 +304,29 @@ class ImageSource:
         self.labels = getattr(ds, "labels", None)
         self.num_workers = num_workers
         self.num_classes = int(getattr(ds, "num_classes", 0) or 0) or None
+        self.prefetch = None
 
     def __len__(self):
         return len(self.ds)
 
+    def start_prefetch(self, stream: "IndexStream") -> None:
+        """File datasets with workers: read ``stream``'s coming batches in persistent background
+        workers (``streaming.StreamLoader``); in-memory data needs none."""
+        if self.tensor is None and self.num_workers > 0 and self.prefetch is None:
+            from .streaming import StreamLoader
+
+            self.prefetch = StreamLoader(self.ds, stream, self.num_workers)
+
+    def stop_prefetch(self) -> None:
+        if self.prefetch is not None:
+            self.prefetch.close()
+            self.prefetch = None
+
     def get(self, idx: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        if self.prefetch is not None:
+            got = self.prefetch.get(idx)
+            if got is not None:
+                return got
         if self.tensor is not None:
             x = self.tensor[idx]
             x = x.float() / 255.0 if x.dtype == torch.uint8 else x.float()
@@ -314,8 +344,14 @@ class ImageSource:
         return next(iter(loader))
 
 
-def _flip(x: torch.Tensor, g: torch.Generator) -> torch.Tensor:
-    mask = torch.rand(x.shape[0], generator=g) < 0.5
+def _flip_mask(n: int, g: torch.Generator, rank: int = 0, world_size: int = 1) -> torch.Tensor:
+    """Which of this rank's ``n`` images to mirror: the draws of the whole global batch
+    (``n·world_size``), sliced for ``rank``, so the flips do not depend on the number of ranks."""
+    return (torch.rand(n * world_size, generator=g) < 0.5)[rank * n:(rank + 1) * n]
+
+
+def _flip(x: torch.Tensor, g: torch.Generator, rank: int = 0, world_size: int = 1) -> torch.Tensor:
+    mask = _flip_mask(x.shape[0], g, rank, world_size)
     return torch.where(mask.view(-1, 1, 1, 1).to(x.device), x.flip(-1), x)
 
 
@@ -375,6 +411,7 @@ class _Job:
     rank: int = 0
     world_size: int = 1
     resume_ok: Callable | None = None  # (config.json payload) -> None or raise
+    data_source: "ImageSource | None" = None  # file datasets: prefetched in background workers
 
 
 def _fit(job: _Job) -> TrainResult:
@@ -385,16 +422,31 @@ def _fit(job: _Job) -> TrainResult:
     out_dir.mkdir(parents=True, exist_ok=True)
     metrics_path = out_dir / "metrics.jsonl"
 
+    # multi-process (torchrun): DDP broadcasts rank 0's initial weights and averages gradients;
+    # cfg.batch_size is the global batch, each rank takes its slice (see distributed.py)
+    multi = job.world_size > 1
+    ddp_model = model
+    if multi:
+        from . import distributed as du
+
+        ddp_model = du.wrap_ddp(model, device)
+        if job.aux_module is not None:
+            du.broadcast_module(job.aux_module)
     opt = make_optimizer(model, cfg)
     ema = EMA(model, cfg.ema_decay)
     if job.init_ema_state is not None:
         ema.load_state_dict(job.init_ema_state)
     aux_opt = make_optimizer(job.aux_module, cfg) if job.aux_module is not None else None
-    stream = IndexStream(job.num_items, cfg.batch_size, cfg.seed, job.rank, job.world_size)
+    rank_batch = cfg.batch_size
+    if multi:
+        rank_batch = du.per_rank_batch(cfg.batch_size, job.world_size)
+    stream = IndexStream(job.num_items, rank_batch, cfg.seed, job.rank, job.world_size)
     step, elapsed_before, resumed_from = 0, 0.0, None
 
     # ---------------------------------------------------------------- resume
-    latest = ckpt.latest_checkpoint(out_dir, log=log)
+    latest = ckpt.latest_checkpoint(out_dir, log=log) if main else None
+    if multi:  # rank 0 chooses (and verifies) the checkpoint every rank loads
+        latest = du.broadcast_object(latest)
     if latest is not None:
         payload = json.loads((latest / ckpt.CONFIG_FILE).read_text())
         diff = _config_diff(payload.get("configs", {}), {k: (v.to_dict() if hasattr(v, "to_dict") else v)
@@ -416,22 +468,36 @@ def _fit(job: _Job) -> TrainResult:
             job.aux_module.load_state_dict(ckpt.load_tensors(latest / "extra_aux.safetensors"))
             aux_opt.load_state_dict(state["aux_optimizer"])
         stream.load_state(state["data"])
-        set_rng_state(state["rng"])
         step = resumed_from = int(state["step"])
+        rng_ranks = state.get("rng_ranks") or [state["rng"]]  # one RNG state per rank of the saved run
+        if len(rng_ranks) == job.world_size:
+            set_rng_state(rng_ranks[job.rank])
+        else:
+            seed_everything(cfg.seed + step, job.rank)
+            log(f"the checkpoint was written by {len(rng_ranks)} process(es), this run has {job.world_size}: "
+                "data order and weights continue exactly, the random streams are re-seeded")
         elapsed_before = float(state.get("elapsed_s", 0.0))
         # drop metric rows written after the checkpoint by the interrupted run
-        rows = [r for r in _read_jsonl(metrics_path) if r.get("step", 0) <= step]
-        _write_jsonl_atomic(metrics_path, rows)
+        if main:
+            rows = [r for r in _read_jsonl(metrics_path) if r.get("step", 0) <= step]
+            _write_jsonl_atomic(metrics_path, rows)
         log(f"resuming from {latest} (step {step}/{cfg.steps})")
-    elif metrics_path.exists():
+    elif metrics_path.exists() and main:
         metrics_path.unlink()  # a run that never reached its first checkpoint starts over
+    if multi:
+        du.barrier()
+    if job.data_source is not None:
+        job.data_source.start_prefetch(stream)
     history = _read_jsonl(metrics_path)
 
     def save(step_now: int) -> Path | None:
+        rngs = du.gather_objects(rng_state()) if multi else None  # collective: every rank calls save
         if not main:
             return None
         state = {"format": 1, "step": step_now, "optimizer": opt.state_dict(), "data": stream.state(),
                  "rng": rng_state(), "elapsed_s": elapsed_before + (time.time() - t0)}
+        if rngs is not None:
+            state["rng_ranks"] = rngs
         extra = {}
         if job.aux_module is not None:
             state["aux_optimizer"] = aux_opt.state_dict()
@@ -466,7 +532,7 @@ def _fit(job: _Job) -> TrainResult:
     last_ckpt = latest
     final_metrics: dict = {}
     stopped_early = False
-    fwd_model = torch.compile(model) if cfg.compile else model
+    fwd_model = torch.compile(ddp_model) if cfg.compile else ddp_model
     model.train()
     if job.aux_module is not None:
         job.aux_module.train()
@@ -493,12 +559,17 @@ def _fit(job: _Job) -> TrainResult:
         aux_items = []
         for micro in range(cfg.grad_accum):
             idx = stream.next()
-            with autocast(device, cfg.precision):
-                loss, metrics, aux = job.compute_loss(fwd_model, idx, step, micro)
-            lval = _to_float(loss)
-            if not math.isfinite(lval):
-                raise _non_finite(job, metrics_path, step, lval, "loss", last_ckpt, log, bar)
-            (loss / cfg.grad_accum).backward()
+            # DDP: all-reduce the gradients only on the last micro-batch
+            no_sync = ddp_model.no_sync() if multi and micro < cfg.grad_accum - 1 else contextlib.nullcontext()
+            with no_sync:
+                with autocast(device, cfg.precision):
+                    loss, metrics, aux = job.compute_loss(fwd_model, idx, step, micro)
+                lval = _to_float(loss)
+                # one rank alone must not stop (the others would wait in the all-reduce): a NaN loss
+                # makes the averaged gradient norm NaN on every rank, which stops them all below
+                if not math.isfinite(lval) and not multi:
+                    raise _non_finite(job, metrics_path, step, lval, "loss", last_ckpt, log, bar)
+                (loss / cfg.grad_accum).backward()
             aux_items.append(aux)
             for k, v in metrics.items():
                 metrics_acc[k] = metrics_acc.get(k, 0.0) + _to_float(v) / cfg.grad_accum
@@ -514,6 +585,8 @@ def _fit(job: _Job) -> TrainResult:
             if res is not None:
                 aux_loss, aux_metrics = res
                 aux_loss.backward()
+                if multi:
+                    du.all_reduce_grads(job.aux_module)
                 torch.nn.utils.clip_grad_norm_(job.aux_module.parameters(), max_norm)
                 aux_opt.step()
                 for k, v in aux_metrics.items():
@@ -528,22 +601,28 @@ def _fit(job: _Job) -> TrainResult:
             bar.update(1)
             bar.set_postfix(loss=f"{metrics_acc.get('loss', 0.0):.4g}", refresh=False)
 
-        if main and (cfg.log_every and step % cfg.log_every == 0 or step == cfg.steps):
+        if cfg.log_every and step % cfg.log_every == 0 or step == cfg.steps:
             now = time.time()
-            row = {"step": step, **{k: v / window_n for k, v in window.items()},
+            means = {k: v / window_n for k, v in window.items()}
+            if multi:  # collective: the logged values are means over all ranks
+                means = du.all_reduce_mean(means)
+            row = {"step": step, **means,
                    "sec_per_step": (now - t_window) / window_n, "elapsed_s": elapsed_before + now - t0}
-            _append_jsonl(metrics_path, row)
-            history.append(row)
-            if progress == "log":
+            if main:
+                _append_jsonl(metrics_path, row)
+                history.append(row)
+            if progress == "log" and main:
                 keys = [k for k in ("loss", "rec_loss", "psnr", "d_loss") if k in row]
                 log(f"step {step}/{cfg.steps} " + " ".join(f"{k} {row[k]:.4g}" for k in keys)
                     + f" lr {lr:.3g} ({row['sec_per_step']:.3f} s/step)")
             window, window_n, t_window = {}, 0, now
 
         stop = False
-        if job.callback is not None and main:
-            ret = job.callback(step, dict(metrics_acc))
-            stop = ret is False
+        if job.callback is not None:
+            if main:
+                stop = job.callback(step, dict(metrics_acc)) is False
+            if multi:
+                stop = du.any_true(stop)
         if cfg.eval_every and step % cfg.eval_every == 0 and step < cfg.steps:
             run_eval(step)
         if step == cfg.steps or stop or (cfg.ckpt_every and step % cfg.ckpt_every == 0):
@@ -557,6 +636,11 @@ def _fit(job: _Job) -> TrainResult:
 
     if bar is not None:
         bar.close()
+    if job.data_source is not None:
+        job.data_source.stop_prefetch()
+    if multi:  # every rank returns rank 0's checkpoint path
+        shared = du.broadcast_object(str(last_ckpt) if last_ckpt is not None else None)
+        last_ckpt = Path(shared) if shared else None
     if not final_metrics:
         for r in reversed(history):
             if r.get("split") == "val":
@@ -686,9 +770,10 @@ def train_tokenizer(tok_cfg: TokenizerConfig, train_cfg: TrainConfig, data_cfg: 
 
     def batch(idx, step, micro):
         x, _ = source.get(idx)
+        x = x.to(dev, non_blocking=True)
         if data_cfg.hflip:
-            x = _flip(x, _step_generator(train_cfg.seed, step, micro))
-        return x.to(dev, non_blocking=True)
+            x = _flip(x, _step_generator(train_cfg.seed, step, micro), rank, world_size)
+        return x
 
     def compute_loss(fwd, idx, step, micro):
         x = batch(idx, step, micro)
@@ -727,7 +812,7 @@ def train_tokenizer(tok_cfg: TokenizerConfig, train_cfg: TrainConfig, data_cfg: 
                compute_loss=compute_loss, configs=configs, evaluate=evaluate,
                aux_module=loss_mod.discriminator, aux_step=aux_step if loss_mod.discriminator is not None else None,
                init_ema_state=init_ema, callback=callback, progress=progress, log=log, rank=rank,
-               world_size=world_size)
+               world_size=world_size, data_source=source)
     return _fit(job)
 
 
@@ -891,7 +976,8 @@ def train_generator(family: str, gen_cfg: GeneratorConfig, train_cfg: TrainConfi
 
     def latents_for(idx, step, micro):
         g = _step_generator(train_cfg.seed, step, micro)
-        flip = (torch.rand(len(idx), generator=g) < 0.5) if data_cfg.hflip else torch.zeros(len(idx), dtype=torch.bool)
+        flip = (_flip_mask(len(idx), g, rank, world_size) if data_cfg.hflip
+                else torch.zeros(len(idx), dtype=torch.bool))
         if cache is not None:
             i = idx.to(dev)
             f = flip.view(-1, 1, 1, 1).to(dev)
@@ -901,7 +987,8 @@ def train_generator(family: str, gen_cfg: GeneratorConfig, train_cfg: TrainConfi
             y = labels_all[idx].to(dev)
             return (z - m_c) / s_c, y
         x, y = source.get(idx)
-        x = torch.where(flip.view(-1, 1, 1, 1), x.flip(-1), x).to(dev)
+        x = x.to(dev, non_blocking=True)
+        x = torch.where(flip.view(-1, 1, 1, 1).to(dev), x.flip(-1), x)
         with torch.no_grad():
             z = tokenizer.tokenize(x, sampling=True)
         return z.float(), y.to(dev)
@@ -939,7 +1026,8 @@ def train_generator(family: str, gen_cfg: GeneratorConfig, train_cfg: TrainConfi
                                   "checkpoint": getattr(tokenizer, "checkpoint_dir", None)}}
     job = _Job(model=model, train_cfg=train_cfg, out_dir=out_dir, device=dev, num_items=len(source),
                compute_loss=compute_loss, configs=configs, evaluate=evaluate, extra_files=extra_files,
-               callback=callback, progress=progress, log=log, rank=rank, world_size=world_size)
+               callback=callback, progress=progress, log=log, rank=rank, world_size=world_size,
+               data_source=source if cache is None else None)
     result = _fit(job)
     result.latent_stats = (stats[0].clone(), stats[1].clone())
     result.extra["latent_cache_s"] = t_cache

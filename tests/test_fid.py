@@ -230,15 +230,17 @@ def test_evaluate_tokenizer_and_generator(checkpoints, cache, tmp_path, capsys):
     tok_dir, gen_dir = checkpoints
     out = tmp_path / "eval.json"
     args = _args(tokenizer=tok_dir, generator=gen_dir, preset="smoke", num_images=12, batch_size=12,
-                 cfg=[1.0, 2.0], steps=2, cache_dir=cache, out=out, device="cpu")
+                 cfg=[1.0, 2.0], steps=2, cache_dir=cache, out=out, device="cpu", kid=True, prc=True)
     assert evaluate.run(args) == 0
     res = json.loads(out.read_text())
     t = res["tokenizer"]
     assert t["rfid"] >= 0 and np.isfinite(t["psnr"]) and -1 <= t["ssim"] <= 1 and t["num_images"] == 12
+    assert {"kid_mean", "precision", "recall"} <= set(t)
     rows = res["generator"]["results"]
     assert [r["cfg"] for r in rows] == [1.0, 2.0]
     for r in rows:
         assert r["gfid"] >= 0 and 1 <= r["is_mean"] <= 10 + 1e-6 and 0 <= r["class_accuracy"] <= 1
+        assert {"kid_mean", "precision", "recall"} <= set(r)
     assert res["feature_net"].startswith("shapes-cnn:")
 
 

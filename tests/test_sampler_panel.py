@@ -9,20 +9,20 @@ from ldetok_lite.widgets.sampler_panel import SamplerPanel, pick_frames
 
 
 class FakeTokenizer(torch.nn.Module):
-    token_channels, grid_size = 8, 8
+    token_channels, grid_size = 8, 4
 
     def __init__(self):
         super().__init__()
         self.w = torch.nn.Parameter(torch.zeros(1))
 
     def detokenize(self, z):
-        return torch.sigmoid(z[:, :3].repeat_interleave(4, -1).repeat_interleave(4, -2))
+        return torch.sigmoid(z[:, :3].repeat_interleave(8, -1).repeat_interleave(8, -2))
 
 
 @pytest.fixture(scope="module")
 def model():
     torch.manual_seed(0)
-    return create_generator("SiT_tiny", hidden_size=32, depth=1, num_heads=2)
+    return create_generator("SiT_tiny", hidden_size=32, depth=1, num_heads=2, input_size=4)
 
 
 def test_pick_frames():

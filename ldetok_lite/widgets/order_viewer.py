@@ -213,7 +213,7 @@ class OrderViewer(Panel):
             ks.append(k)
             tiles.append(self._tile(gen, k, view))
             total = len(gen["traj"]) - 1
-            cols.append(f"{name}: step {k}/{total}, {gen['counts'][k]} tok")
+            cols.append(f"{name} - step {k}/{total}, {gen['counts'][k]} tok")
         rows = [torch.stack([t[r] for t in tiles]) for r in range(self.num_samples)]
         label_width = 60
         pil = labelled_grid(rows, row_labels=[f"sample {r}" for r in range(self.num_samples)], col_labels=cols,
