@@ -801,8 +801,8 @@ def features_to_metrics(features: dict[str, torch.Tensor], feature_net: FeatureN
     ``class_accuracy`` with a classifier network (shapes-cnn).
     """
     out = {}
-    f1 = features[feature_net.fid_layer]
     if reference is not None:
+        f1 = features[feature_net.fid_layer]
         ref_feats = reference.get(feature_net.fid_layer)
         stats2 = fid_stats(ref_feats) if ref_feats is not None else load_stats_dict(reference, feature_net)
         out["fid"] = fid_between_stats(fid_stats(f1), stats2)

@@ -57,8 +57,11 @@ class StreamLoader:
         if num_workers < 1:
             raise ValueError(f"num_workers={num_workers} must be >= 1 for a StreamLoader")
         pin = torch.cuda.is_available() if pin_memory is None else pin_memory
+        # its own generator: starting the workers must not draw from the global RNG (the training
+        # noise would shift and a resumed run would differ)
         self.loader = DataLoader(_Indexed(ds), batch_sampler=_StreamSampler(stream), num_workers=num_workers,
-                                 pin_memory=pin, persistent_workers=True, prefetch_factor=prefetch_factor)
+                                 pin_memory=pin, persistent_workers=True, prefetch_factor=prefetch_factor,
+                                 generator=torch.Generator().manual_seed(0))
         self._it = None
         self._pending = None
         self.hits = 0

@@ -855,10 +855,11 @@ def encode_moments(tokenizer, source: ImageSource, device, batch_size: int = 256
         with autocast(device, precision):
             _, _, post = tokenizer.encode(x)
         g = tokenizer.grid_size
-        means.append(post.mean.float().transpose(1, 2).unflatten(2, (g, g)).cpu())
-        stds.append(post.std.float().transpose(1, 2).unflatten(2, (g, g)).cpu())
+        # contiguous NCHW: a channels-last view would follow another conv path than the reloaded cache
+        means.append(post.mean.float().transpose(1, 2).unflatten(2, (g, g)).cpu().contiguous())
+        stds.append(post.std.float().transpose(1, 2).unflatten(2, (g, g)).cpu().contiguous())
     log(f"encoded {n} images{' (flipped)' if flip else ''} in {time.time() - t0:.1f} s")
-    return torch.cat(means), torch.cat(stds)
+    return torch.cat(means).contiguous(), torch.cat(stds).contiguous()
 
 
 def channel_stats(means: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -985,13 +986,13 @@ def train_generator(family: str, gen_cfg: GeneratorConfig, train_cfg: TrainConfi
             sd = torch.where(f, cache["std_flip"][i], cache["std"][i]) if data_cfg.hflip else cache["std"][i]
             z = mu + sd * torch.randn(mu.shape, device=dev)
             y = labels_all[idx].to(dev)
-            return (z - m_c) / s_c, y
+            return ((z - m_c) / s_c).contiguous(), y
         x, y = source.get(idx)
         x = x.to(dev, non_blocking=True)
         x = torch.where(flip.view(-1, 1, 1, 1).to(dev), x.flip(-1), x)
         with torch.no_grad():
             z = tokenizer.tokenize(x, sampling=True)
-        return z.float(), y.to(dev)
+        return z.float().contiguous(), y.to(dev)
 
     def compute_loss(fwd, idx, step, micro):
         z, y = latents_for(idx, step, micro)

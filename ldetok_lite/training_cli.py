@@ -63,8 +63,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
     t = sub.add_parser("tokenizer", parents=[common], help="train an l-DeTok (or plain) tokenizer",
                        epilog=MULTI_GPU_HELP, formatter_class=argparse.RawDescriptionHelpFormatter)
-    t.add_argument("--variant", default="ldetok",
-                   help="plain | ldetok | mask_only | noise_only | additive (sets gamma / mask_ratio)")
+    t.add_argument("--variant", default=None,
+                   help="plain | ldetok | mask_only | noise_only | additive (sets gamma / mask_ratio; default "
+                        "ldetok with --preset, the file's own settings with --config)")
     t.add_argument("--init-from", default=None, help="start from this tokenizer run (required by decoder_only)")
 
     g = sub.add_parser("generator", parents=[common], help="train a generator on a tokenizer's latents",
@@ -115,10 +116,11 @@ def _run(args, info) -> int:
     if args.what == "tokenizer":
         from .artifacts import TOKENIZER_VARIANTS
 
-        if args.variant not in TOKENIZER_VARIANTS:
-            raise ConfigError(f"--variant {args.variant!r} is not known; allowed: {', '.join(TOKENIZER_VARIANTS)}")
+        name = args.variant if args.variant is not None else (None if args.config else "ldetok")
+        if name is not None and name not in TOKENIZER_VARIANTS:
+            raise ConfigError(f"--variant {name!r} is not known; allowed: {', '.join(TOKENIZER_VARIANTS)}")
         explicit = {k.split(".", 1)[1] for k in _overrides(args.overrides) if k.startswith("tokenizer.")}
-        variant = {k: v for k, v in TOKENIZER_VARIANTS[args.variant].items() if k not in explicit}
+        variant = {k: v for k, v in TOKENIZER_VARIANTS[name].items() if k not in explicit} if name else {}
         tok_cfg = preset.tokenizer.replace(**variant)
         result = train.train_tokenizer(tok_cfg, preset.tokenizer_train, preset.data, out, device=device,
                                        init_from=args.init_from, progress="log", **dist_kw)

@@ -80,22 +80,32 @@ def test_per_rank_batch_and_single_process_defaults():
 # torchrun runs
 # ---------------------------------------------------------------------------------------------
 
+DET_ARGS = ["train", "tokenizer", *SMALL, "--variant", "plain"]
+GAN_ARGS = ["train", "tokenizer", *SMALL, "--set", "tokenizer.gan_weight=0.1", "--set", "tokenizer_train.ckpt_every=2"]
+
+
+@pytest.fixture(scope="module")
+def two_rank_runs(tmp_path_factory):
+    """One torchrun launch, two trainings on 2 ranks: deterministic (for the 1-process
+    comparison) and l-DeTok corruption + GAN with a step-2 checkpoint (for the resume test)."""
+    root = tmp_path_factory.mktemp("ddp")
+    det, gan = root / "det", root / "gan"
+    out = _torchrun(2, ["deterministic", *DET_ARGS, "--out", str(det), "--", "plain", *GAN_ARGS, "--out", str(gan)])
+    assert "torchrun: 2 processes (gloo), global batch 16" in out
+    return det, gan
+
 
 @pytest.mark.slow
-def test_two_processes_equal_one_process_with_the_same_global_batch(tmp_path, monkeypatch):
+def test_two_processes_equal_one_process_with_the_same_global_batch(two_rank_runs, tmp_path, monkeypatch):
     """Deterministic forward (no random corruption): DDP with 2 x 8 images = 1 process with 16."""
-    args = ["train", "tokenizer", *SMALL, "--variant", "plain"]
-    two = tmp_path / "two"
-    out = _torchrun(2, ["deterministic", *args, "--out", str(two)])
-    assert "torchrun: 2 processes (gloo), global batch 16" in out
-
-    import ddp_worker  # noqa: F401  (tests/ is on sys.path under pytest's rootdir conftest)
+    two, _ = two_rank_runs
+    import ddp_worker  # tests/ is on sys.path (pytest's rootdir insertion)
     from ldetok_lite import cli
     from ldetok_lite.tokenizer import DeTok
 
     monkeypatch.setattr(DeTok, "forward", ddp_worker.deterministic_forward)
     one = tmp_path / "one"
-    assert cli.main([*args, "--out", str(one)]) == 0
+    assert cli.main([*DET_ARGS, "--out", str(one)]) == 0
 
     for name in ("model.safetensors", "ema.safetensors"):
         w1, w2 = _weights(one, name), _weights(two, name)
@@ -110,16 +120,14 @@ def test_two_processes_equal_one_process_with_the_same_global_batch(tmp_path, mo
 
 
 @pytest.mark.slow
-def test_resume_under_torchrun_is_exact(tmp_path):
+def test_resume_under_torchrun_is_exact(two_rank_runs, tmp_path):
     """l-DeTok corruption + GAN on 2 ranks: a run resumed from its step-2 checkpoint ends with
     the same weights (model, EMA, discriminator) as the uninterrupted run."""
-    args = ["train", "tokenizer", *SMALL, "--set", "tokenizer.gan_weight=0.1", "--set", "tokenizer_train.ckpt_every=2"]
-    full = tmp_path / "full"
-    _torchrun(2, ["plain", *args, "--out", str(full)])
+    _, full = two_rank_runs
     resumed = tmp_path / "resumed"
     shutil.copytree(full, resumed)
     shutil.rmtree(resumed / "checkpoints" / "step_0000004")
-    out = _torchrun(2, ["plain", *args, "--out", str(resumed)])
+    out = _torchrun(2, ["plain", *GAN_ARGS, "--out", str(resumed)])
     assert "resuming from" in out and "step 2/4" in out
     state = torch.load(latest_checkpoint(full) / "train_state.pt", weights_only=True)
     assert len(state["rng_ranks"]) == 2
@@ -128,3 +136,38 @@ def test_resume_under_torchrun_is_exact(tmp_path):
         for k in a:
             assert torch.equal(a[k], b[k]), f"{name}:{k} differs after resume"
     assert [r["step"] for r in _rows(resumed)] == [1, 2, 3, 4]
+
+
+def test_prefetched_image_folder_gives_the_loop_its_batches(tmp_path):
+    """ImageFolder data read ahead by persistent workers (streaming.StreamLoader) hands the loop
+    exactly the batches of its IndexStream (from a resumed position too), without touching the
+    global RNG; other indices (evaluation) are loaded directly."""
+    import numpy as np
+    from PIL import Image
+
+    from ldetok_lite.config import DataConfig
+    from ldetok_lite.data import make_dataset
+    from ldetok_lite.train import ImageSource
+
+    rng = np.random.default_rng(0)
+    for c in range(2):
+        (tmp_path / f"class{c}").mkdir(parents=True)
+        for i in range(10):
+            Image.fromarray(rng.integers(0, 255, (40, 48, 3), dtype=np.uint8)).save(tmp_path / f"class{c}" / f"{i}.png")
+    ds = make_dataset(DataConfig(dataset="imagefolder", data_dir=str(tmp_path), img_size=32, hflip=False), "train")
+    direct, fast = ImageSource(ds, 0), ImageSource(ds, 2)
+    stream = IndexStream(len(ds), 4, seed=1, rank=1, world_size=2)
+    stream.load_state({"epoch": 0, "pos": 1})
+    rng_before = torch.get_rng_state()
+    fast.start_prefetch(stream)
+    try:
+        for _ in range(4):  # crosses an epoch boundary (2 batches per epoch and rank)
+            idx = stream.next()
+            (x0, y0), (x1, y1) = direct.get(idx), fast.get(idx)
+            assert torch.equal(x0, x1) and torch.equal(y0, y1)
+        assert fast.prefetch.hits == 4
+        assert torch.equal(torch.get_rng_state(), rng_before)
+        other = torch.tensor([0, 1, 2])
+        assert torch.equal(fast.get(other)[0], direct.get(other)[0]) and fast.prefetch.misses == 1
+    finally:
+        fast.stop_prefetch()
