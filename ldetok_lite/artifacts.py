@@ -127,7 +127,8 @@ def get_tokenizer(preset, variant: str, cache_dir, seed: int = 0, device: str = 
 
 def get_generator(preset, family: str, tokenizer_variant: str, cache_dir, seed: int = 0, device: str = "auto",
                   log: Callable = print, callback: Callable | None = None, progress: str = "auto",
-                  tokenizer: nn.Module | None = None, return_tokenizer: bool = False, which: str = "ema"):
+                  tokenizer: nn.Module | None = None, return_tokenizer: bool = False, which: str = "ema",
+                  eval_samples: int | None = None):
     """The ``family`` generator (e.g. ``"SiT"``) of ``preset`` trained on ``tokenizer_variant`` latents.
 
     Loads ``cache_dir/generators/{preset}-{family}-{tokenizer_variant}-s{seed}`` when finished,
@@ -135,7 +136,8 @@ def get_generator(preset, family: str, tokenizer_variant: str, cache_dir, seed: 
     tokenizer comes from :func:`get_tokenizer` (same cache) unless given. The generator's latent
     statistics are set on the tokenizer (``set_latent_stats``), so
     ``generators.decode_latents(tokenizer, z)`` decodes its samples. Returns the generator (EMA,
-    eval mode), or ``(generator, tokenizer)`` with ``return_tokenizer=True``.
+    eval mode), or ``(generator, tokenizer)`` with ``return_tokenizer=True``. ``eval_samples``: images
+    in the end-of-training sample figure (default 10 at ``smoke``, else 20; 0 = none).
     """
     p = _preset(preset)
     _check_variant(tokenizer_variant)
@@ -164,8 +166,11 @@ def get_generator(preset, family: str, tokenizer_variant: str, cache_dir, seed: 
 
         log(f"training generator {family}_{gen_cfg.size} on {tokenizer_variant!r} latents "
             f"({train_cfg.steps} steps) into {run_dir}")
+        if eval_samples is None:
+            eval_samples = 10 if p.name == "smoke" else 20
         res = train_generator(family, gen_cfg, train_cfg, data_cfg, tokenizer, run_dir, device=dev,
-                              callback=callback, progress=progress, log=log)
+                              callback=callback, progress=progress, log=log, eval_samples=eval_samples,
+                              latent_cache_dir=Path(cache_dir) / "latents")
         done = res.checkpoint
     else:
         log(f"loaded generator {family} ({tokenizer_variant}) from {done}")
@@ -180,13 +185,13 @@ def get_generator(preset, family: str, tokenizer_variant: str, cache_dir, seed: 
 
 
 def clear_cache(cache_dir, what: str = "all") -> list[Path]:
-    """Remove cached runs (``what``: all | tokenizers | generators); returns the removed paths."""
+    """Remove cached runs (``what``: all | tokenizers | generators | latents); returns the removed paths."""
     import shutil
 
-    if what not in ("all", "tokenizers", "generators"):
-        raise ValueError(f"what={what!r} is not known; allowed: all, tokenizers, generators")
+    if what not in ("all", "tokenizers", "generators", "latents"):
+        raise ValueError(f"what={what!r} is not known; allowed: all, tokenizers, generators, latents")
     removed = []
-    for sub in (("tokenizers", "generators") if what == "all" else (what,)):
+    for sub in (("tokenizers", "generators", "latents") if what == "all" else (what,)):
         d = Path(cache_dir) / sub
         if d.is_dir():
             shutil.rmtree(d)

@@ -887,7 +887,8 @@ def compute_latent_stats(tokenizer, data_cfg: DataConfig, device="auto", batch_s
 def train_generator(family: str, gen_cfg: GeneratorConfig, train_cfg: TrainConfig, data_cfg: DataConfig,
                     tokenizer: nn.Module, out_dir, device: str = "auto", callback: Callable | None = None,
                     progress: str = "auto", log: Callable = print, rank: int = 0, world_size: int = 1,
-                    stats_max_images: int | None = None, **generator_kwargs) -> TrainResult:
+                    stats_max_images: int | None = None, eval_samples: int = 20, latent_cache_dir=None,
+                    **generator_kwargs) -> TrainResult:
     """Train (or resume) ``create_generator(f"{family}_{gen_cfg.size}", ...)`` on tokenizer latents.
 
     The tokenizer is frozen and in eval mode. Per-channel latent statistics are computed once
@@ -897,6 +898,8 @@ def train_generator(family: str, gen_cfg: GeneratorConfig, train_cfg: TrainConfi
     moments of every image (and of its mirror image when ``data_cfg.hflip``) are computed once
     and cached in ``out_dir/latent_cache.safetensors``; each step then samples
     ``(μ + σ·ε − m_c)/s_c``, the same distribution as ``tokenize(x, sampling=True)`` on the fly.
+    ``latent_cache_dir``: keep the latent cache there instead (named by the tokenizer's fingerprint),
+    so several generators of one tokenizer share it. ``eval_samples`` images are generated (EMA) for the sample figure at each evaluation (0: none).
     ``generator_kwargs`` go to ``create_generator``. ``result.latent_stats`` = (mean, std).
     """
     from .data import make_dataset
@@ -904,6 +907,8 @@ def train_generator(family: str, gen_cfg: GeneratorConfig, train_cfg: TrainConfi
 
     _check_types(gen_cfg=(gen_cfg, GeneratorConfig), train_cfg=(train_cfg, TrainConfig),
                  data_cfg=(data_cfg, DataConfig))
+    if not isinstance(eval_samples, int) or isinstance(eval_samples, bool) or eval_samples < 0:
+        raise ValueError(f"eval_samples={eval_samples!r} must be an int >= 0")
     if not isinstance(family, str) or not family:
         raise ValueError(f"family={family!r} must be a generator family name such as 'SiT' or 'DiT'")
     if not isinstance(tokenizer, nn.Module) or not hasattr(tokenizer, "tokenize"):
@@ -924,6 +929,8 @@ def train_generator(family: str, gen_cfg: GeneratorConfig, train_cfg: TrainConfi
 
     # ---- latent statistics (one pass) and the optional latent cache
     stats_path, cache_path = out_dir / "latent_stats.safetensors", out_dir / "latent_cache.safetensors"
+    if latent_cache_dir is not None:
+        cache_path = Path(latent_cache_dir) / f"latents-{fp}.safetensors"
     stats = cache = None
     if stats_path.is_file():
         s = ckpt.load_tensors(stats_path)
@@ -952,7 +959,7 @@ def train_generator(family: str, gen_cfg: GeneratorConfig, train_cfg: TrainConfi
         if rank == 0:
             ckpt.save_tensors_atomic(cache_path, cache, metadata={"fingerprint": fp})
         t_cache = time.time() - t0
-        log(f"latent cache built in {t_cache:.1f} s ({cache_path.name})")
+        log(f"latent cache built in {t_cache:.1f} s ({cache_path})")
     if stats is None:
         if cache is not None and stats_max_images is None:
             stats = channel_stats(cache["mean"])
@@ -1002,18 +1009,19 @@ def train_generator(family: str, gen_cfg: GeneratorConfig, train_cfg: TrainConfi
     def evaluate(live, ema_m, step):
         from .generators import decode_latents
 
-        n = min(2 * num_classes, 20)
-        labels = torch.arange(n, device=dev) % num_classes
-        gen = torch.Generator(device=dev).manual_seed(train_cfg.seed)
-        kw = dict(cfg=gen_cfg.cfg, temperature=gen_cfg.temperature, generator=gen)
-        if gen_cfg.num_sampling_steps:
-            kw["num_steps"] = gen_cfg.num_sampling_steps
-        with autocast(dev, train_cfg.precision):
-            z = ema_m.generate(labels, **kw)
-        imgs = decode_latents(tokenizer, z.float())
-        _save_sample_figure(out_dir / "samples" / f"samples_step{step:07d}.png",
-                            [imgs[:num_classes], imgs[num_classes:2 * num_classes]] if n > num_classes else [imgs],
-                            [f"EMA step {step}"])
+        n = eval_samples
+        if n > 0:
+            labels = torch.arange(n, device=dev) % num_classes
+            gen = torch.Generator(device=dev).manual_seed(train_cfg.seed)
+            kw = dict(cfg=gen_cfg.cfg, temperature=gen_cfg.temperature, generator=gen)
+            if gen_cfg.num_sampling_steps:
+                kw["num_steps"] = gen_cfg.num_sampling_steps
+            with autocast(dev, train_cfg.precision):
+                z = ema_m.generate(labels, **kw)
+            imgs = decode_latents(tokenizer, z.float()).cpu()
+            rows = [imgs[i:i + num_classes] for i in range(0, n, num_classes)]
+            _save_sample_figure(out_dir / "samples" / f"samples_step{step:07d}.png", rows,
+                                [f"EMA step {step}"] + [""] * (len(rows) - 1))
         # a held-out loss on fixed latents (same noise every eval)
         idx = torch.arange(min(len(source), 256))
         z, y = latents_for(idx, 0, 99)

@@ -13,7 +13,7 @@ DATA = DataConfig(num_train=32, num_val=8)
 GEN = GeneratorConfig(num_sampling_steps=2)
 TRAIN = TrainConfig(steps=4, batch_size=8, lr=2e-4, lr_schedule="constant", warmup_frac=0.0, weight_decay=0.0,
                     grad_clip=0.0, ema_decay=0.99, log_every=2, ckpt_every=2)
-QUIET = dict(device="cpu", progress="none", log=lambda *a: None)
+QUIET = dict(device="cpu", progress="none", log=lambda *a: None, eval_samples=0)
 
 
 @pytest.fixture(scope="module")
@@ -29,7 +29,7 @@ def test_channel_stats_population_std():
 
 
 def test_cached_latents_match_tokenize(tok, tmp_path):
-    res = T.train_generator("SiT", GEN, TRAIN, DATA, tok, tmp_path, **QUIET)
+    res = T.train_generator("SiT", GEN, TRAIN, DATA, tok, tmp_path, **{**QUIET, "eval_samples": 2})
     assert res.step == 4 and (tmp_path / "latent_cache.safetensors").is_file()
     mean, std = res.latent_stats
     assert torch.allclose(tok.latent_mean, mean) and torch.allclose(tok.latent_std, std)
@@ -90,9 +90,10 @@ def test_artifacts_train_once_then_load(tmp_path):
     assert any("loaded tokenizer" in m for m in logs)
     assert all(torch.equal(v, again.state_dict()[k]) for k, v in tok.state_dict().items())
     gen, tok2 = A.get_generator(preset, "SiT", "plain", tmp_path, device="cpu", log=logs.append, progress="none",
-                                return_tokenizer=True)
+                                return_tokenizer=True, eval_samples=0)
     assert gen.spec["name"] == "SiT_tiny" and tok2.latent_std.ne(1).any()
     assert (tmp_path / "generators" / "smoke-SiT-plain-s0").is_dir()
+    assert len(list((tmp_path / "latents").glob("latents-*.safetensors"))) == 1  # shared by the generators
     # changed preset settings: the stale run is moved aside and retrained
     logs.clear()
     A.get_tokenizer(preset.override(**{"tokenizer.kl_weight": 1e-5}), "plain", tmp_path, device="cpu",

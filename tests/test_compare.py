@@ -1,0 +1,134 @@
+"""The tokenizer × generator comparison (issue 10): table maths, variants, an end-to-end smoke run."""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+
+import pytest
+import torch
+
+from ldetok_lite import compare as C
+
+
+def _rows():
+    rows = []
+    for seed, (p_sit, l_sit, p_mar, l_mar) in enumerate([(10.0, 8.0, 20.0, 22.0), (12.0, 9.0, 18.0, 18.0)]):
+        rows += [
+            {"kind": "tokenizer", "variant": "plain", "seed": seed, "rfid": 1.0 + seed, "psnr": 30.0 + seed},
+            {"kind": "tokenizer", "variant": "ldetok", "seed": seed, "rfid": 2.0, "psnr": 28.0},
+            {"kind": "generator", "family": "SiT", "variant": "plain", "seed": seed, "gfid": p_sit},
+            {"kind": "generator", "family": "SiT", "variant": "ldetok", "seed": seed, "gfid": l_sit},
+            {"kind": "generator", "family": "MAR", "variant": "plain", "seed": seed, "gfid": p_mar},
+            {"kind": "generator", "family": "MAR", "variant": "ldetok", "seed": seed, "gfid": l_mar},
+        ]
+    rows.append({"kind": "generator", "family": "DiT", "variant": "plain", "seed": 0, "gfid": 5.0})  # no pair
+    return rows
+
+
+def test_summarize_table_and_ratios():
+    s = C.summarize(_rows())
+    assert s["tokenizers"]["plain"]["rfid_mean"] == pytest.approx(1.5)
+    assert s["tokenizers"]["plain"]["rfid_std"] == pytest.approx(math.sqrt(0.5))
+    assert s["tokenizers"]["ldetok"]["psnr_std"] == 0.0
+    assert s["generators"]["SiT"]["plain"]["gfid_mean"] == pytest.approx(11.0)
+    assert s["generators"]["SiT"]["ldetok"]["rfid_mean"] == pytest.approx(2.0)  # rFID beside every gFID
+    sit = s["ratios"]["SiT"]
+    per = [8.0 / 10.0, 9.0 / 12.0]  # paired per seed, then averaged
+    assert sit["per_seed"] == {0: pytest.approx(per[0]), 1: pytest.approx(per[1])}
+    assert sit["mean"] == pytest.approx(sum(per) / 2)
+    assert sit["std"] == pytest.approx(abs(per[0] - per[1]) / math.sqrt(2))
+    assert sit["of_means"] == pytest.approx(8.5 / 11.0)
+    assert sit["paper_vs_own_baseline"] == pytest.approx(5.50 / 6.97, abs=1e-3)
+    assert s["ratios"]["MAR"]["mean"] == pytest.approx((22 / 20 + 1.0) / 2)
+    assert "DiT" not in s["ratios"]  # needs both tokenizers
+    assert s["beats_baseline"] == {"SiT": True, "MAR": False}
+    text = C.format_table(s)
+    assert "SiT" in text and "0.789" in text and "beats" in text
+
+
+def test_write_outputs_and_load(tmp_path):
+    rows = _rows()
+    (tmp_path / "rows.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    paths = C.write_outputs(C.summarize(rows), tmp_path, meta={"plan": "synthetic"})
+    for key in ("json", "csv", "ratios_csv", "tokenizers_csv", "png"):
+        assert paths[key].is_file() and paths[key].stat().st_size > 0
+    with open(paths["ratios_csv"]) as f:
+        ratios = {r["generator"]: r for r in csv.DictReader(f)}
+    assert float(ratios["SiT"]["ratio_mean"]) == pytest.approx((0.8 + 0.75) / 2, abs=1e-4)
+    loaded = C.load_comparison(tmp_path)
+    assert loaded["ratios"]["SiT"]["n"] == 2
+    assert C.load_comparison(tmp_path / "missing") is None
+
+
+def test_sweep_summary_and_plot(tmp_path):
+    rows = []
+    for g in range(5):
+        v = C.variant_name(g, 0.7)
+        rows.append({"kind": "tokenizer", "variant": v, "seed": 0, "rfid": 1.0 + g})
+        rows.append({"kind": "generator", "family": "SiT", "variant": v, "seed": 0, "gfid": 10.0 - g})
+    sw = C.summarize_sweeps(rows)
+    assert [p["value"] for p in sw["gamma"]["SiT"]] == [0, 1, 2, 3, 4]
+    assert sw["gamma"]["SiT"][3]["variant"] == "ldetok" and sw["gamma"]["SiT"][3]["rfid_mean"] == 4.0
+    paths = C.write_outputs(C.summarize(rows), tmp_path, sweeps=sw)
+    assert paths["sweeps_png"].is_file() and paths["sweeps_csv"].is_file()
+
+
+def test_variants_and_plans():
+    assert C.variant_name(3, 0.7) == "ldetok"
+    assert C.variant_name(0, 0) == "plain"
+    assert C.variant_name(3, 0.7, True) == "additive"
+    assert C.variant_name(2, 0.7) == "g2-m0.7"
+    assert C.variant_settings("g2-m0.9-add") == {"gamma": 2.0, "mask_ratio": 0.9, "use_additive_noise": True}
+    assert C.variant_settings("noise_only")["mask_ratio"] == 0.0
+    with pytest.raises(ValueError, match="mask_ratio"):
+        C.variant_name(3, 1.0)
+    with pytest.raises(ValueError, match="not known"):
+        C.variant_settings("fancy")
+    with pytest.raises(ValueError, match="not known"):
+        C.compare_plan("huge")
+    long = C.compare_plan("compare")
+    assert long.warm_start_steps > 0 and not long.uses_series_cache
+    assert C.compare_plan("smoke").uses_series_cache
+    assert not C.compare_plan("smoke", overrides={"generator_train.steps": 2}).uses_series_cache
+
+
+def test_mechanism_probes():
+    from ldetok_lite.tokenizer import create_tokenizer
+
+    torch.manual_seed(0)
+    tok = create_tokenizer("detok_tiny").eval()
+    x = torch.rand(4, 3, 32, 32)
+    curve = C.noise_robustness(tok, x, taus=(0.0, 1.0))
+    assert len(curve) == 2 and all(math.isfinite(v) for v in curve)
+    corr = C.neighbour_correlation(tok, x)
+    assert -1.0 <= corr <= 1.0
+    with pytest.raises(ValueError, match="tau"):
+        C.noise_robustness(tok, x, taus=(1.5,))
+
+
+def test_comparison_end_to_end_smoke(tmp_path, shared_cache):
+    out = tmp_path / "cmp"
+    res = C.run_comparison("smoke", seeds=(0,), out_dir=out, cache_dir=shared_cache,
+                           tokenizers=("plain", "ldetok"), generators=("SiT",), device="cpu", log=None,
+                           progress="none", feature_cache_dir=shared_cache)
+    for name in ("summary.json", "table.csv", "ratios.csv", "tokenizers.csv", "comparison.png", "rows.jsonl"):
+        assert (out / name).is_file(), name
+    s = res.summary
+    assert set(s["tokenizers"]) == {"plain", "ldetok"}
+    assert math.isfinite(s["tokenizers"]["ldetok"]["rfid_mean"])
+    assert math.isfinite(s["generators"]["SiT"]["ldetok"]["gfid_mean"])
+    assert s["ratios"]["SiT"]["n"] == 1
+    data = json.loads((out / "summary.json").read_text())
+    assert data["meta"]["plan"]["name"] == "smoke" and "paper_ratios" in data
+
+    # the CLI continues the same run directory: every cell is already measured, nothing retrains
+    from ldetok_lite.cli import main
+
+    n_rows = len((out / "rows.jsonl").read_text().splitlines())
+    rc = main(["bench", "compare", "--preset", "smoke", "--seeds", "1", "--out", str(out), "--cache-dir",
+               str(shared_cache), "--feature-cache-dir", str(shared_cache), "--tokenizers", "plain", "ldetok",
+               "--generators", "SiT", "--device", "cpu", "--quiet"])
+    assert rc == 0
+    assert len((out / "rows.jsonl").read_text().splitlines()) == n_rows
