@@ -107,45 +107,53 @@ def _tokenizer_step(model, x: torch.Tensor, m: float) -> None:
     loss.backward()
 
 
+def tokenizer_flops_curve(model, img_size: int, batch: int = 1, device="cpu", max_ratio: float | None = None):
+    """``k -> FLOPs per image`` of one training step with ``k`` kept tokens: the quadratic through
+    three counted steps (mask ratios 0, M/2, M), exact because only attention is quadratic in k."""
+    from .corruption import num_kept
+
+    M = model.mask_ratio if max_ratio is None else max_ratio
+    x = torch.rand(batch, 3, img_size, img_size, device=device)
+    was = model.training
+    model.train()
+    try:
+        ratios = (0.0, M / 2, M) if M > 0 else (0.0,)
+        ks = [num_kept(model.seq_len, m) for m in ratios]
+        fs = [count_flops(_tokenizer_step, model, x, m) / batch for m in ratios]
+    finally:
+        model.zero_grad(set_to_none=True)
+        model.train(was)
+    pts = sorted(dict(zip(ks, fs)).items())
+
+    def curve(k: float) -> float:  # Lagrange form through the distinct points
+        total = 0.0
+        for i, (ki, fi) in enumerate(pts):
+            li = 1.0
+            for j, (kj, _) in enumerate(pts):
+                if j != i:
+                    li *= (k - kj) / (ki - kj)
+            total += fi * li
+        return total
+
+    return curve
+
+
 def tokenizer_train_flops(model, img_size: int, batch: int = 1, mask_ratio: float | None = None,
                           device="cpu", grid: int = 2001) -> float:
     """Expected FLOPs per image of one training step (forward + backward) of an l-DeTok tokenizer.
 
     With ``M = mask_ratio`` (default ``model.mask_ratio``) the kept token count is
-    ``k(m) = ⌈N(1 − m)⌉`` with ``m = max(0, U(−0.1, M))``; FLOPs(k) = a + b·k + c·k² is fitted on
-    three counted steps and averaged over ``grid`` values of U.
+    ``k(m) = ⌈N(1 − m)⌉`` with ``m = max(0, U(−0.1, M))``; :func:`tokenizer_flops_curve` is
+    averaged over ``grid`` evenly spaced values of U.
     """
     from .corruption import num_kept
 
     M = model.mask_ratio if mask_ratio is None else mask_ratio
-    n = model.seq_len
-    x = torch.rand(batch, 3, img_size, img_size, device=device)
-    was = model.training
-    model.train()
-    try:
-        if M <= 0:
-            flops = count_flops(_tokenizer_step, model, x, 0.0) / batch
-        else:
-            ms = (0.0, M / 2, M)
-            ks = [num_kept(n, m) for m in ms]
-            fs = [count_flops(_tokenizer_step, model, x, m) / batch for m in ms]
-            # quadratic through the three points (Lagrange form)
-            def q(k):
-                t = 0.0
-                for i in range(3):
-                    li = 1.0
-                    for j in range(3):
-                        if j != i and ks[i] != ks[j]:
-                            li *= (k - ks[j]) / (ks[i] - ks[j])
-                    t += fs[i] * li
-                return t
-
-            us = [-0.1 + (M + 0.1) * (i + 0.5) / grid for i in range(grid)]
-            flops = sum(q(num_kept(n, max(0.0, u))) for u in us) / grid
-    finally:
-        model.zero_grad(set_to_none=True)
-        model.train(was)
-    return float(flops)
+    curve = tokenizer_flops_curve(model, img_size, batch, device, M)
+    if M <= 0:
+        return float(curve(model.seq_len))
+    us = [-0.1 + (M + 0.1) * (i + 0.5) / grid for i in range(grid)]
+    return float(sum(curve(num_kept(model.seq_len, max(0.0, u))) for u in us) / grid)
 
 
 def mfu(flops_per_image: float, images_per_s: float, peak: float | None) -> float | None:
@@ -155,4 +163,5 @@ def mfu(flops_per_image: float, images_per_s: float, peak: float | None) -> floa
     return flops_per_image * images_per_s / peak
 
 
-__all__ = ["PEAK_FLOPS", "peak_flops", "fast_cuda", "compile_blocks", "count_flops", "tokenizer_train_flops", "mfu"]
+__all__ = ["PEAK_FLOPS", "peak_flops", "fast_cuda", "compile_blocks", "count_flops", "tokenizer_flops_curve",
+           "tokenizer_train_flops", "mfu"]

@@ -367,7 +367,7 @@ def _small() -> Preset:
                                   gan_weight=0.1, gan_start_step=15000),
         tokenizer_train=TrainConfig(steps=30000, batch_size=128, blr=1e-4, log_every=100, ckpt_every=2000,
                                     eval_every=5000),
-        generator=GeneratorConfig(size="base", num_sampling_steps=64),
+        generator=GeneratorConfig(size="base", num_sampling_steps=64, cache_latents=False),  # ImageNet: on the fly
         generator_train=TrainConfig(
             steps=30000, batch_size=256, lr=2e-4, lr_schedule="constant", warmup_frac=0.0,
             weight_decay=0.0, grad_clip=0.0, ema_decay=0.9999, log_every=100, ckpt_every=2000,

@@ -66,8 +66,14 @@ def parse_overrides(text: str) -> dict:
 def build_preset(run) -> Preset:
     """The notebook's preset with ``dataset``, ``img_size``, ``batch_size`` and ``overrides`` applied
     (``steps`` is applied per stage, see :func:`scale_steps`)."""
+    from .notebook import repo_root
+
     p, params = run.preset, run.params
     flat: dict = {}
+    d = p.data.data_dir
+    if d and not Path(d).is_absolute():  # relative to the checkout (torchrun runs from there), if it exists
+        flat["data.data_dir"] = str((repo_root() / d) if (repo_root() / d).exists() or not Path(d).exists()
+                                    else Path(d).resolve())
     if params.get("dataset"):
         flat["data.dataset"] = params["dataset"]
     if params.get("img_size", 0) > 0:
@@ -80,16 +86,19 @@ def build_preset(run) -> Preset:
 
 
 def scale_steps(cfg: TrainConfig, steps: int) -> TrainConfig:
-    """``cfg`` with ``steps`` (0: unchanged) and its log/eval/checkpoint periods scaled alike."""
+    """``cfg`` with ``steps`` (0: unchanged) and its periods scaled alike, except that a shorter run
+    evaluates at most twice and checkpoints at most four times (plus the end) besides."""
     if steps <= 0 or steps == cfg.steps:
         return cfg
     f = steps / cfg.steps
 
-    def period(v):
-        return 0 if v == 0 else max(1, round(v * f))
+    def period(v, at_least=1):
+        return 0 if v == 0 else max(at_least, round(v * f))
 
-    return cfg.replace(steps=steps, log_every=period(cfg.log_every), eval_every=period(cfg.eval_every),
-                       ckpt_every=period(cfg.ckpt_every))
+    few = steps < cfg.steps
+    return cfg.replace(steps=steps, log_every=period(cfg.log_every),
+                       eval_every=period(cfg.eval_every, -(-steps // 2) if few else 1),
+                       ckpt_every=period(cfg.ckpt_every, -(-steps // 4) if few else 1))
 
 
 @dataclass(frozen=True)
@@ -115,7 +124,8 @@ def tokenizer_stages(preset: Preset, variant: str = "ldetok", steps: int = 0, fi
     if finetune:
         ft_tok = tok.replace(decoder_only=True, gamma=0.0, mask_ratio=0.0, gan_start_step=0,
                              perceptual_weight=0.1 if tok.perceptual_weight > 0 else 0.0)
-        ft_train = scale_steps(train, max(1, train.steps // 2)).replace(blr=5e-5, lr=0.0, warmup_frac=0.05)
+        # same periods as pre-training (every epoch at full scale), half the steps (100 vs 200 epochs)
+        ft_train = train.replace(steps=max(1, train.steps // 2), blr=5e-5, lr=0.0, warmup_frac=0.05)
         stages.append(Stage("decoder_ft", preset.replace(tokenizer=ft_tok, tokenizer_train=ft_train), "pretrain"))
     return stages
 
@@ -174,7 +184,8 @@ def stream_subprocess(cmd: list[str], log_path: Path, log: Callable = print, env
 
 def _noise(line: str) -> bool:
     """Launcher chatter not worth showing in a notebook (it stays in the log file)."""
-    return "OMP_NUM_THREADS" in line or line.startswith("*****") or "FutureWarning" in line
+    return ("OMP_NUM_THREADS" in line or line.startswith("*****") or "FutureWarning" in line
+            or "find_unused_parameters=True was specified" in line)
 
 
 def run_stage(kind: str, stage: Stage, out_dir: Path, *, num_gpus: int = 1, device="auto", torchrun_args: str = "",

@@ -174,13 +174,18 @@ class EMA:
     def update(self, model: nn.Module) -> None:
         m = ckpt.unwrap(model)
         params = dict(m.named_parameters())
+        avg_s, avg_p = [], []
         for k, v in m.state_dict().items():
             s = self.shadow[k]
             p = params.get(k)
             if p is not None and p.requires_grad and s.is_floating_point():
-                s.mul_(self.decay).add_(p.detach(), alpha=1.0 - self.decay)
+                avg_s.append(s)
+                avg_p.append(p.detach())
             else:
                 s.copy_(v)
+        if avg_s:  # the same two ops per tensor as s.mul_(d).add_(p, alpha=1-d), in a few kernels
+            torch._foreach_mul_(avg_s, self.decay)
+            torch._foreach_add_(avg_s, avg_p, alpha=1.0 - self.decay)
 
     def state_dict(self) -> dict[str, torch.Tensor]:
         return self.shadow
@@ -532,7 +537,11 @@ def _fit(job: _Job) -> TrainResult:
     last_ckpt = latest
     final_metrics: dict = {}
     stopped_early = False
-    fwd_model = torch.compile(ddp_model) if cfg.compile else ddp_model
+    if cfg.compile:  # regional: each transformer block (accel.compile_blocks), names unchanged
+        from .accel import compile_blocks
+
+        compile_blocks(model)
+    fwd_model = ddp_model
     model.train()
     if job.aux_module is not None:
         job.aux_module.train()
@@ -899,7 +908,8 @@ def train_generator(family: str, gen_cfg: GeneratorConfig, train_cfg: TrainConfi
     and cached in ``out_dir/latent_cache.safetensors``; each step then samples
     ``(μ + σ·ε − m_c)/s_c``, the same distribution as ``tokenize(x, sampling=True)`` on the fly.
     ``latent_cache_dir``: keep the latent cache there instead (named by the tokenizer's fingerprint),
-    so several generators of one tokenizer share it. ``eval_samples`` images are generated (EMA) for the sample figure at each evaluation (0: none).
+    so several generators of one tokenizer share it. ``eval_samples`` images are generated (EMA)
+    for the sample figure at each evaluation (0: none).
     ``generator_kwargs`` go to ``create_generator``. ``result.latent_stats`` = (mean, std).
     """
     from .data import make_dataset

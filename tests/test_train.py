@@ -173,14 +173,23 @@ KILL_SCRIPT = textwrap.dedent("""
 """)
 
 
-@pytest.mark.parametrize("mode,expect", [("callback", "step_0000002"), ("mid-write", "step_0000002")])
-def test_sigkilled_process_resumes_bit_identical(tmp_path, mode, expect):
+@pytest.fixture(scope="module")
+def kill_script(tmp_path_factory):
+    """The script, its environment, and one uninterrupted reference run of it."""
+    base = tmp_path_factory.mktemp("kill")
     env = dict(os.environ, PYTHONPATH=str(ROOT))
-    script = tmp_path / "kill.py"
+    script = base / "kill.py"
     script.write_text(KILL_SCRIPT)
-    ref_dir, run_dir = tmp_path / "ref", tmp_path / "run"
-    ref = subprocess.run([sys.executable, str(script), "none", str(ref_dir)], env=env, capture_output=True, text=True)
+    ref = subprocess.run([sys.executable, str(script), "none", str(base / "ref")], env=env, capture_output=True,
+                         text=True)
     assert ref.returncode == 0, ref.stderr[-2000:]
+    return script, env, base / "ref"
+
+
+@pytest.mark.parametrize("mode,expect", [("callback", "step_0000002"), ("mid-write", "step_0000002")])
+def test_sigkilled_process_resumes_bit_identical(tmp_path, kill_script, mode, expect):
+    script, env, ref_dir = kill_script
+    run_dir = tmp_path / "run"
     killed = subprocess.run([sys.executable, str(script), mode, str(run_dir)], env=env, capture_output=True,
                             text=True)
     assert killed.returncode == -9, killed.stderr[-2000:]
