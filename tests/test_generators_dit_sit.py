@@ -87,11 +87,11 @@ def test_guidance_scale_one_equals_conditional(family):
     expect = uncond[:, :c] + 3.0 * (cond[:, :c] - uncond[:, :c])  # all channels guided
     if family == "DiT":
         assert torch.allclose(g3[:, :c], expect, atol=1e-5)
-        assert torch.allclose(g3[:, c:], cond[:, c:], atol=1e-6)  # variance from the conditional branch
+        assert torch.allclose(g3[:, c:], cond[:, c:], atol=1e-5)  # variance from the conditional branch
     elif family == "SiT":
         assert torch.allclose(g3, expect, atol=1e-5)
     else:  # guidance interval: off for t < 0.1
-        assert torch.allclose(g3[0], cond[0], atol=1e-6)
+        assert torch.allclose(g3[0], cond[0], atol=1e-5)
         assert torch.allclose(g3[1:], expect[1:], atol=1e-5)
 
 
