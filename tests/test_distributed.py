@@ -26,6 +26,15 @@ SMALL = ["--preset", "smoke", "--device", "cpu", "--set", "tokenizer_train.steps
          "--set", "tokenizer_train.log_every=1"]
 
 
+@pytest.fixture(autouse=True)
+def one_thread():
+    """As the torchrun processes (OMP_NUM_THREADS=1): one intra-op thread in this process too."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
 def _torchrun(nproc: int, args: list[str], timeout: int = 240) -> str:
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT), "LDETOK_DIST_TIMEOUT_MIN": "3"}
     env.pop("RANK", None)

@@ -12,6 +12,16 @@ from ldetok_lite.corruption import num_kept
 from ldetok_lite.tokenizer import create_tokenizer
 
 
+@pytest.fixture(autouse=True)
+def one_thread():
+    """Correctness, not speed: one intra-op thread (two spin-waiting threads on a shared 2-core
+    machine make these steps 10x slower); restored afterwards."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
 def test_flop_counter_sees_cpu_attention():
     q = torch.randn(1, 2, 16, 8)
     flops = accel.count_flops(lambda: torch.nn.functional.scaled_dot_product_attention(q, q, q))

@@ -72,12 +72,13 @@ def measure(model_name="detok_SS", img=64, batch=8, steps=30, warmup=3, gamma=3.
     for _ in range(warmup):
         step()
     sync()
-    times = []
+    times, cpu = [], []
     for _ in range(steps):
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), time.process_time()
         step()
         sync()
         times.append(time.perf_counter() - t0)
+        cpu.append(time.process_time() - c0)
     med = statistics.median(times)
     return {
         "model": model_name, "img": img, "patch": model.patch_size, "tokens": model.seq_len, "batch": batch,
@@ -85,6 +86,8 @@ def measure(model_name="detok_SS", img=64, batch=8, steps=30, warmup=3, gamma=3.
         "threads": torch.get_num_threads(), "steps": steps, "ms_per_step": round(med * 1e3, 1),
         "ms_min": round(min(times) * 1e3, 1), "ms_p90": round(sorted(times)[int(0.9 * (len(times) - 1))] * 1e3, 1),
         "img_per_s": round(batch / med, 1), "optimizer": optimizer,
+        # process CPU time per step (all threads): a load-robust figure on shared machines with --threads 1
+        "cpu_ms_per_step": round(statistics.median(cpu) * 1e3, 1),
     }
 
 
@@ -115,7 +118,7 @@ def run(args: argparse.Namespace) -> int:
     print(f"  train step (gamma={args.gamma}, M={args.mask_ratio}, MSE + 1e-6 KL, fwd+bwd"
           f"{' + AdamW' if args.optimizer else ''}): median {best['ms_per_step']:.1f} ms/step "
           f"(min {best['ms_min']:.1f}, p90 {best['ms_p90']:.1f}) over {best['steps']} steps | "
-          f"{best['img_per_s']:.1f} img/s")
+          f"{best['img_per_s']:.1f} img/s | process CPU {best['cpu_ms_per_step']:.1f} ms/step")
     if len(results) > 1:
         medians = ", ".join(f"{m:.1f}" for m in best["medians_ms"])
         print(f"  medians of {len(results)} repeats (best reported): {medians} ms")
