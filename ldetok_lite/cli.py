@@ -5,7 +5,7 @@
     ldetok-lite presets [NAME]
     ldetok-lite train tokenizer|generator ...
     ldetok-lite evaluate ...
-    ldetok-lite bench tokenizer|generator|compare ...
+    ldetok-lite bench tokenizer|generator|compare|speed ...
 
 Multi-GPU and multi-node training use torchrun around ``ldetok-lite train`` (see README,
 "Headless and multi-GPU runs").
@@ -344,6 +344,7 @@ def build_parser() -> argparse.ArgumentParser:
     _delegate("benchmarks.tokenizer")(bsub, "tokenizer", "tokenizer forward+backward ms/step and img/s")
     _delegate("benchmarks.generator")(bsub, "generator", "generator training and sampling img/s")
     _delegate("benchmarks.compare")(bsub, "compare", "the tokenizer x generator comparison table")
+    _delegate("benchmarks.speed")(bsub, "speed", "img/s and MFU at the paper's sizes vs the official recipe")
     return parser
 
 
