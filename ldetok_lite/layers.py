@@ -137,11 +137,13 @@ class Attention(nn.Module):
 
     def forward(self, x: torch.Tensor, rope: torch.Tensor | None = None) -> torch.Tensor:
         b, n, c = x.shape
-        q, k, v = self.qkv(x).view(b, n, 3, self.num_heads, self.head_dim).permute(2, 0, 3, 1, 4)
+        qkv = self.qkv(x).view(b, n, 3, self.num_heads, self.head_dim).permute(2, 0, 3, 1, 4)
         if rope is not None:
-            cos, sin = rope.to(q.dtype).unsqueeze(1).chunk(2, dim=-1)  # (1|B, 1, L, D) each
-            q, k = apply_rope(q, cos, sin), apply_rope(k, cos, sin)
-        out = F.scaled_dot_product_attention(q, k, v)
+            cos, sin = rope.to(qkv.dtype).unsqueeze(1).chunk(2, dim=-1)  # (1|B, 1, L, D) each
+            q, k = apply_rope(qkv[:2], cos, sin).unbind(0)  # q and k in one go
+        else:
+            q, k = qkv[0], qkv[1]
+        out = F.scaled_dot_product_attention(q, k, qkv[2])
         return self.proj(out.transpose(1, 2).reshape(b, n, c))
 
 

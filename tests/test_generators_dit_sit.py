@@ -162,6 +162,10 @@ def test_bad_arguments(family):
 def test_family_specific_bad_arguments():
     with pytest.raises(ValueError, match=r"num_steps=1001 is out of range; allowed \[1, 1000\]"):
         make("DiT").generate([0], num_steps=1001)
+    with pytest.raises(ValueError, match="DiT.generate got unknown sampler option.s. sampler; allowed: none"):
+        make("DiT").generate([0], num_steps=2, sampler="euler")
+    with pytest.raises(ValueError, match="unknown sampler option.s. shfit; allowed: sampler, shift"):
+        make("SiT").generate([0], num_steps=2, shfit=0.3)
     with pytest.raises(ValueError, match="sampler='rk4'"):
         make("SiT").generate([0], num_steps=2, sampler="rk4")
     with pytest.raises(ValueError, match="patch_size"):
@@ -240,3 +244,18 @@ def test_bench_generator_command(capsys):
     assert out["train_img_per_s"] > 0 and out["sample_img_per_s"] > 0 and out["sample_steps"] == 2
     assert main(["--model", "NoSuchModel", "--steps", "1"]) == 2
     assert "unknown generator" in capsys.readouterr().out
+
+
+def test_time_scale_of_tiny_flow_models():
+    m = perturb(make("SiT")).eval()
+    assert m.time_scale == 1000.0 and make("DiT").time_scale == 1.0
+    with torch.device("meta"):
+        assert create_generator("SiT_base").time_scale == 1.0  # paper sizes: t in [0, 1] as in the official code
+    x, y = batch()
+    t = torch.tensor([0.1, 0.4, 0.7, 0.9])
+    with torch.no_grad():
+        scaled = m.net(x, t, y)
+        m.time_scale = 1.0
+        assert torch.allclose(scaled, m.net(x, t * 1000, y), atol=1e-5)
+    with pytest.raises(ValueError, match="time_scale"):
+        create_generator("SiT_tiny", time_scale=0)

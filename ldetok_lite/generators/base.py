@@ -14,6 +14,7 @@ here, once, at the boundary, with messages that name the parameter, its value an
 from __future__ import annotations
 
 import difflib
+import inspect
 import math
 from typing import Callable
 
@@ -184,6 +185,7 @@ class Generator(nn.Module):
         num_steps = self.check_sampling_args(cfg, num_steps, temperature)
         if generator is not None and not isinstance(generator, torch.Generator):
             raise TypeError(f"generator must be a torch.Generator or None, got {type(generator).__name__}")
+        self._check_sampler_kwargs(sampler_kwargs)
         was_training = self.training
         self.eval()
         try:
@@ -192,6 +194,18 @@ class Generator(nn.Module):
         finally:
             self.train(was_training)
         return out
+
+    _STANDARD = ("labels", "cfg", "num_steps", "temperature", "generator", "return_trajectory")
+
+    def _check_sampler_kwargs(self, kwargs: dict) -> None:
+        params = inspect.signature(self.sample).parameters
+        if any(p.kind == p.VAR_KEYWORD for p in params.values()):
+            return
+        allowed = [k for k in params if k not in self._STANDARD]
+        unknown = [k for k in kwargs if k not in allowed]
+        if unknown:
+            raise ValueError(f"{type(self).__name__}.generate got unknown sampler option(s) {', '.join(unknown)}; "
+                             f"allowed: {', '.join(allowed) or 'none'}")
 
     def initial_noise(self, batch: int, generator: torch.Generator | None = None) -> torch.Tensor:
         """x_T ~ N(0, I) of shape (batch, C, h, w) on the model's device (drawn on the generator's)."""

@@ -16,7 +16,7 @@ What changes relative to SiT, and why:
 from __future__ import annotations
 
 from .base import register
-from .dit import PAPER_DEFAULTS, SIZES, TINY_DEFAULTS, _factory
+from .dit import FLOW_TINY_DEFAULTS, PAPER_DEFAULTS, SIZES, _factory
 from .sit import SiT
 
 
@@ -35,6 +35,6 @@ class LightningDiT(SiT):
 
 for _size in ("tiny", "base", "large", "xl", "huge"):
     register(f"LightningDiT_{_size}")(
-        _factory(LightningDiT, _size, TINY_DEFAULTS if _size == "tiny" else PAPER_DEFAULTS))
+        _factory(LightningDiT, _size, FLOW_TINY_DEFAULTS if _size == "tiny" else PAPER_DEFAULTS))
 
 __all__ = ["LightningDiT", "SIZES"]

@@ -11,7 +11,7 @@ every t.
 from __future__ import annotations
 
 from .base import register
-from .dit import PAPER_DEFAULTS, SIZES, TINY_DEFAULTS, AdaLNTransformer, _factory
+from .dit import FLOW_TINY_DEFAULTS, PAPER_DEFAULTS, SIZES, AdaLNTransformer, _factory
 from .flow import FlowMatching
 
 SAMPLERS = ("dopri5", "euler")
@@ -76,6 +76,6 @@ class SiT(AdaLNTransformer):
 
 
 for _size in ("tiny", "small", "base", "large", "xl", "huge"):
-    register(f"SiT_{_size}")(_factory(SiT, _size, TINY_DEFAULTS if _size == "tiny" else PAPER_DEFAULTS))
+    register(f"SiT_{_size}")(_factory(SiT, _size, FLOW_TINY_DEFAULTS if _size == "tiny" else PAPER_DEFAULTS))
 
 __all__ = ["SiT", "SIZES"]
