@@ -170,10 +170,9 @@ def run_notebooks(notebooks: list[Path], out: Path, preset: str, seed: int = 0, 
                 progress_bar=False, log_output=verbose, cwd=str(nb.parent), execution_timeout=timeout,
             )
         except PapermillExecutionError as e:
-            raise CliError(
-                f"{nb.stem} failed at cell {e.exec_count} ({e.ename}: {str(e.evalue).splitlines()[0][:200] if e.evalue else ''}); "
-                f"the executed notebook with the traceback is {target}"
-            ) from None
+            first = str(e.evalue).splitlines()[0][:200] if e.evalue else ""
+            raise CliError(f"{nb.stem} failed at cell {e.exec_count} ({e.ename}: {first}); "
+                           f"the executed notebook with the traceback is {target}") from None
         print(f"[{nb.stem}] done in {time.time() - t0:.1f}s", flush=True)
         written.append(target)
     return written
@@ -227,7 +226,8 @@ def offline_assets() -> list[tuple[str, bool, str]]:
     hub_file("LPIPS VGG16 backbone (perceptual loss)", "vgg16-",
              "with internet: python -c \"import torchvision; torchvision.models.vgg16(weights='IMAGENET1K_V1')\"")
     hub_file("ConvNeXt-S logits (optional perceptual term)", "convnext_small-",
-             "with internet: python -c \"import torchvision; torchvision.models.convnext_small(weights='IMAGENET1K_V1')\"")
+             "with internet: python -c \"import torchvision; "
+             "torchvision.models.convnext_small(weights='IMAGENET1K_V1')\"")
     hub_file("Inception-v3 FID weights (rFID/gFID on real images)", "weights-inception-2015-12-05",
              "with internet: python -c \"import torch_fidelity; torch_fidelity.calculate_metrics(...)\" once, "
              "or pass --inception-weights PATH")

@@ -16,7 +16,6 @@ from __future__ import annotations
 import datetime as _dt
 import difflib
 import json
-import os
 import sys
 import time
 import types

@@ -263,8 +263,8 @@ def test_callback_gets_floats_and_can_stop(tmp_path):
     assert ckpt.latest_checkpoint(tmp_path).name == "step_0000003"
 
 
-def test_bad_arguments():
+def test_bad_arguments(tmp_path):
     with pytest.raises(TypeError, match="train_cfg"):
-        T.train_tokenizer(TOK, {"steps": 3}, DATA, "/tmp/never", **QUIET)
+        T.train_tokenizer(TOK, {"steps": 3}, DATA, tmp_path / "never", **QUIET)
     with pytest.raises(ValueError, match="progress"):
         T._resolve_progress("bars")
