@@ -144,12 +144,21 @@ def run_notebooks(notebooks: list[Path], out: Path, preset: str, seed: int = 0, 
     from papermill.engines import papermill_engines
     from papermill.exceptions import PapermillExecutionError
 
+    from .notebook import COMMON_PARAMETERS, check_parameters
+
     load_preset(preset)  # a one-line error for an unknown preset, before anything runs
     params = dict(params or {})
     if params.get("data_dir") and not Path(params["data_dir"]).is_dir():
         raise CliError(f"data_dir {params['data_dir']!r} does not exist")
     for nb in notebooks:
         _check_parameters(nb, params)
+    # the values setup() checks in the notebook (choices, ranges), checked here before any kernel starts
+    common = {"preset": preset, "seed": seed, **params}
+    check_parameters({k: v for k, v in common.items() if k in COMMON_PARAMETERS})
+    if params.get("device"):
+        from .device import pick_device
+
+        pick_device(params["device"])  # e.g. cuda asked for on a machine without it
     papermill_engines.register("ldetok-cells", _logging_engine())
     out.mkdir(parents=True, exist_ok=True)
     cache_dir = out / "cache"
@@ -348,13 +357,23 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _user_error(e: Exception) -> bool:
+    """Errors that describe a bad input or an unusable file (printed as one line, no traceback):
+    ours, ValueError / FileNotFoundError, and the library's checkpoint and non-finite-loss errors."""
+    kinds = [CliError, ConfigError, ValueError, FileNotFoundError]
+    for module, name in (("ldetok_lite.checkpoint", "CheckpointError"), ("ldetok_lite.train", "NonFiniteLossError")):
+        if module in sys.modules:  # raised from there only if it was imported
+            kinds.append(getattr(sys.modules[module], name))
+    return isinstance(e, tuple(kinds))
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
         return int(args.func(args) or 0)
-    except (CliError, ConfigError, ValueError, FileNotFoundError) as e:
-        if os.environ.get("LDETOK_DEBUG"):
+    except Exception as e:
+        if os.environ.get("LDETOK_DEBUG") or not _user_error(e):
             raise
         print(f"ldetok-lite: error: {e}", file=sys.stderr)
         return 2

@@ -18,6 +18,7 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import json
+import math
 import types
 import typing
 from dataclasses import dataclass, field, fields
@@ -142,11 +143,13 @@ def _check_range(obj, name, lo=None, hi=None, lo_open=False, hi_open=False):
     bad = (lo is not None and (v <= lo if lo_open else v < lo)) or (
         hi is not None and (v >= hi if hi_open else v > hi)
     )
+    lb = "(" if lo_open else "["
+    rb = ")" if hi_open else "]"
+    lo_s = "-inf" if lo is None else lo
+    hi_s = "inf" if hi is None else hi
+    if isinstance(v, float) and not math.isfinite(v):  # NaN passes every comparison above
+        raise ConfigError(f"{type(obj).__name__}.{name}={v!r} is not a finite number; allowed {lb}{lo_s}, {hi_s}{rb}")
     if bad:
-        lb = "(" if lo_open else "["
-        rb = ")" if hi_open else "]"
-        lo_s = "-inf" if lo is None else lo
-        hi_s = "inf" if hi is None else hi
         raise ConfigError(f"{type(obj).__name__}.{name}={v!r} is out of range; allowed {lb}{lo_s}, {hi_s}{rb}")
 
 

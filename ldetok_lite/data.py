@@ -287,7 +287,8 @@ class ImageFolderDataset(Dataset):
                 break
             except Exception as e:  # unreadable or truncated file
                 if self.on_bad_image == "error":
-                    raise DataError(f"cannot read image {path!r}: {e}") from e
+                    raise DataError(f"cannot read image {path!r}: {e} (fix or remove the file, or use "
+                                    "on_bad_image='skip' to skip unreadable files with a count)") from e
                 self.skipped += 1
                 if self.skipped <= 3:
                     warnings.warn(f"skipping unreadable image {path!r} ({type(e).__name__}); "
@@ -346,8 +347,14 @@ def default_data_root() -> Path:
     return here / "data"
 
 
-def make_dataset(cfg: DataConfig, split: str = "train") -> Dataset:
-    """Build the dataset ``cfg.dataset`` for ``split`` ("train" or "val")."""
+def make_dataset(cfg: DataConfig, split: str = "train", on_bad_image: str = "skip") -> Dataset:
+    """Build the dataset ``cfg.dataset`` for ``split`` ("train" or "val").
+
+    ``on_bad_image`` (image folders): ``"skip"`` an unreadable file (counted in ``ds.skipped``,
+    the first ones named in a warning) or raise on it (``"error"``).
+    """
+    if on_bad_image not in ("skip", "error"):
+        raise DataError(f"on_bad_image={on_bad_image!r} is not known; allowed 'skip', 'error'")
     if split not in ("train", "val"):
         raise DataError(f"split={split!r} is not known; allowed 'train', 'val'")
     train = split == "train"
@@ -364,7 +371,7 @@ def make_dataset(cfg: DataConfig, split: str = "train") -> Dataset:
             root = root / split
         elif split == "val" and (root / "train").is_dir():
             raise DataError(f"no validation split: {str(root / 'val')!r} does not exist")
-        return ImageFolderDataset(root, cfg.img_size, hflip)
+        return ImageFolderDataset(root, cfg.img_size, hflip, on_bad_image=on_bad_image)
     raise DataError(f"unknown dataset {cfg.dataset!r}")
 
 

@@ -251,6 +251,10 @@ def _prepare(source, name: str, num_images: int | None, quantize: str):
 
 
 def _tf_inputs(input1, input2, num_images, quantize) -> tuple[dict, list[int]]:
+    sizes = [tuple(t.shape[-2:]) for t in (input1, input2) if isinstance(t, torch.Tensor) and t.dim() == 4]
+    if len(sizes) == 2 and sizes[0] != sizes[1]:
+        raise ValueError(f"input1 images are {sizes[0][0]}x{sizes[0][1]} but input2 images are "
+                         f"{sizes[1][0]}x{sizes[1][1]}; allowed: both sets at the same size (resize one of them)")
     kw, counts = {}, []
     for slot, src in ((1, input1), (2, input2)):
         if src is None:
@@ -403,8 +407,8 @@ def compute_metrics(input1, input2=None, *, fid: bool = True, isc: bool = False,
         raise ValueError("ask for at least one of fid, isc, kid, prc")
     if (fid or kid or prc) and input2 is None:
         raise ValueError("fid, kid and prc compare two sets: pass input2 (the reference images)")
-    net = _net_for(feature_net, input1)
     inputs, counts = _tf_inputs(input1, input2 if (fid or kid or prc) else None, num_images, quantize)
+    net = _net_for(feature_net, input1)  # after the inputs are checked: it may train the shapes network
     kw = {**net.tf_kwargs(), **_device_kwargs(device), **inputs, "batch_size": batch_size, "fid": fid,
           "isc": isc, "kid": kid, "prc": prc, "cache": False, "verbose": verbose, "save_cpu_ram": True,
           "kid_subset_size": min(1000, *counts), "isc_splits": min(10, counts[0])}
@@ -429,9 +433,9 @@ def extract_features(source, *, feature_net: str | FeatureNet = "shapes-cnn", la
     """{layer: (N, D) float CPU tensor} for a source, through torch-fidelity's feature extractor
     (default layers: the FID layer and the IS logits)."""
     _check_count(batch_size, "batch_size")
+    inputs, counts = _tf_inputs(source, None, num_images, quantize)
     net = _net_for(feature_net, source)
     layers = tuple(layers) if layers else tuple(dict.fromkeys((net.fid_layer, net.isc_layer)))
-    inputs, counts = _tf_inputs(source, None, num_images, quantize)
     kw = {**net.tf_kwargs(), **_device_kwargs(device), **inputs, "batch_size": batch_size, "cache": False,
           "verbose": verbose, "save_cpu_ram": True}
     extractor = create_feature_extractor(net.extractor, list(layers), **kw)

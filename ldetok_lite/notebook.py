@@ -124,7 +124,12 @@ class NotebookRun:
 
         if not filename.endswith(".png"):
             filename += ".png"
-        path = save_figure(fig, self.out_dir / filename)
+        path = self.out_dir / filename
+        base = self.out_dir.resolve()
+        if Path(filename).is_absolute() or not path.resolve().is_relative_to(base):
+            raise ValueError(f"filename={filename!r} must stay inside out_dir ({base}); pass a relative name "
+                             "such as 'figure.png' or 'sub/figure.png'")
+        path = save_figure(fig, path)
         if show and _in_ipython():
             from IPython.display import display
 

@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import math
 import numbers
-import pickle
 import re
 from collections.abc import Mapping
 from pathlib import Path
@@ -327,7 +326,7 @@ class DeTok(nn.Module):
                              f"(img_size={self.img_size}); resize the images or build the tokenizer "
                              f"with img_size={h}")
         if x.numel() and not torch.isfinite(x).all():
-            raise ValueError(f"{name} contains NaN or Inf values")
+            raise ValueError(f"{name} contains NaN or Inf values; allowed finite images in [0, 1]")
         return x
 
     def _check_latents(self, z, name: str = "z", channels_first: bool = False) -> torch.Tensor:
@@ -392,6 +391,8 @@ class DeTok(nn.Module):
         (DETOK_SPEC §1.6-1.8). In eval mode: no mask, no noise, posterior mean.
         """
         if self.training:
+            if not isinstance(x, torch.Tensor):
+                self._check_images(x)  # a TypeError naming x; encode() checks tensors in full
             m = sample_mask_ratio(self.mask_ratio, generator)
             tau = sample_tau(x.shape[0], generator, x.device) if self.gamma > 0 else None
             z, ids_restore, posterior = self.encode(x, m, tau, sampling=True, generator=generator)
@@ -527,12 +528,12 @@ def load_official_checkpoint(path, name: str = "detok_BB", which: str = "model_e
             raise FileNotFoundError(f"no checkpoint at {str(p)!r}; the official l-DeTok weights are linked from the "
                                     "README of github.com/Jiawei-Yang/DeTok (Hugging Face); download them first")
         where = str(p)
-        try:
-            ckpt = torch.load(p, map_location="cpu", weights_only=True)
-        except (pickle.UnpicklingError, RuntimeError, EOFError, ValueError, AttributeError) as e:
-            first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-            raise ValueError(f"{where} could not be read as a PyTorch checkpoint with weights_only=True "
-                             f"({first}); is it an official l-DeTok .pth file?") from None
+        from .checkpoint import CheckpointError, safe_torch_load
+
+        try:  # torch.load(weights_only=True); a pickled Python object is refused, never run
+            ckpt = safe_torch_load(p)
+        except CheckpointError as e:
+            raise ValueError(f"{e} (read with weights_only=True); is it an official l-DeTok .pth file?") from None
     if not isinstance(ckpt, Mapping):
         raise ValueError(f"{where} holds a {type(ckpt).__name__}, not a checkpoint dict with 'model'/'model_ema'")
     if any(isinstance(k, str) and k.startswith(("encoder.", "decoder.")) for k in ckpt):

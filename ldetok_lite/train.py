@@ -924,6 +924,9 @@ def train_generator(family: str, gen_cfg: GeneratorConfig, train_cfg: TrainConfi
     if not isinstance(tokenizer, nn.Module) or not hasattr(tokenizer, "tokenize"):
         raise TypeError(f"tokenizer must be a tokenizer module (create_tokenizer / get_tokenizer), "
                         f"got {type(tokenizer).__name__}")
+    from .generators.base import resolve_name
+
+    resolve_name(f"{family}_{gen_cfg.size}")  # an unknown family fails before out_dir or any cache is written
     dev = pick_device(device)
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)

@@ -125,10 +125,16 @@ def _run(args, info) -> int:
         result = train.train_tokenizer(tok_cfg, preset.tokenizer_train, preset.data, out, device=device,
                                        init_from=args.init_from, progress="log", **dist_kw)
     else:
-        from .checkpoint import from_pretrained
+        from .checkpoint import from_pretrained, read_config
+        from .generators.base import resolve_name
 
         if not Path(args.tokenizer).is_dir():
             raise ConfigError(f"--tokenizer {args.tokenizer!r} is not a directory")
+        resolve_name(f"{args.family}_{preset.generator.size}")  # an unknown family fails before any work
+        kind = (read_config(args.tokenizer).get("spec") or {}).get("kind")
+        if kind != "tokenizer":
+            raise ConfigError(f"--tokenizer {args.tokenizer!r} holds a {kind or 'unknown'} checkpoint, not a "
+                              "tokenizer (pass a tokenizer run directory, e.g. from `ldetok-lite train tokenizer`)")
         tokenizer = from_pretrained(args.tokenizer, which="ema")
         result = train.train_generator(args.family, preset.generator, preset.generator_train, preset.data,
                                        tokenizer, out, device=device, progress="log", **dist_kw)

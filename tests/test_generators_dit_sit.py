@@ -243,7 +243,7 @@ def test_bench_generator_command(capsys):
     out = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert out["train_img_per_s"] > 0 and out["sample_img_per_s"] > 0 and out["sample_steps"] == 2
     assert main(["--model", "NoSuchModel", "--steps", "1"]) == 2
-    assert "unknown generator" in capsys.readouterr().out
+    assert "unknown generator" in capsys.readouterr().err
 
 
 def test_time_scale_of_tiny_flow_models():

@@ -146,9 +146,10 @@ def test_interrupted_run_resumes_bit_identical(reference_run, tmp_path):
 
 
 KILL_SCRIPT = textwrap.dedent("""
-    import os, signal, sys
+    import os, random, shutil, signal, sys, time
     import torch
     torch.set_num_threads(1)
+    import safetensors.torch
     from ldetok_lite import checkpoint as ckpt
     from ldetok_lite import train as T
     from ldetok_lite.config import DataConfig, TokenizerConfig, TrainConfig
@@ -157,25 +158,81 @@ KILL_SCRIPT = textwrap.dedent("""
     train = TrainConfig(steps=6, batch_size=8, blr=1e-3, warmup_frac=0.34, log_every=2, ckpt_every=2,
                         ema_decay=0.9, grad_accum=2)
     data = DataConfig(num_train=48, num_val=8)
-    cb = None
-    if mode == "callback":
-        def cb(step, m):
-            if step == 3:
-                os.kill(os.getpid(), signal.SIGKILL)
-    elif mode == "mid-write":
+
+    def die(why):
+        print(f"killed at {why}", flush=True)
+        os.kill(os.getpid(), signal.SIGKILL)
+
+    # Kill points: every file operation of a checkpoint write (before it; for file writes also after
+    # the write with the file torn to half its size) and the end of every step. Each has a label
+    # "step/phase/kind/n" that is the same in a fresh and in a resumed process, so a label from the
+    # reference run's trace names one moment of the run (mode "label:<label>").
+    target = mode.split(":", 1)[1] if mode.startswith("label:") else None
+    where = {"step": 0, "phase": "train"}
+    counts, trace = {}, []
+
+    def event(kind, path=None):
+        if where["phase"] == "train" and kind != "step":
+            return  # metrics/sample writes are not labelled (they are rewritten on resume anyway)
+        key = (where["step"], where["phase"], kind)
+        counts[key] = counts.get(key, 0) + 1
+        label = "/".join(map(str, key)) + f"/{counts[key]}"
+        trace.append(label)
+        if label == target:
+            if path is not None:
+                raw = open(path, "rb").read()
+                open(path, "wb").write(raw[: len(raw) // 2])
+            die(label)
+
+    def wrap(owner, name, kind, written=None):
+        real = getattr(owner, name)
+        def f(*a, **k):
+            event(kind)
+            r = real(*a, **k)
+            if written is not None:
+                event(kind + "-torn", path=written(a))
+            return r
+        setattr(owner, name, f)
+
+    wrap(os, "replace", "replace")
+    wrap(os, "fsync", "fsync")
+    wrap(shutil, "rmtree", "rmtree")
+    wrap(safetensors.torch, "save_file", "save_file", written=lambda a: a[1])
+    wrap(torch, "save", "torch_save", written=lambda a: a[1])
+    for name, phase in (("save_pretrained", "ckpt"), ("prune_checkpoints", "prune")):
+        def phased(*a, _real=getattr(ckpt, name), _phase=phase, **k):
+            where["phase"] = _phase
+            try:
+                return _real(*a, **k)
+            finally:
+                where["phase"] = "train"
+        setattr(ckpt, name, phased)
+
+    def cb(step, m):
+        where["step"] = step
+        event("step")
+        if mode == "callback" and step == 3:
+            die("step 3")
+
+    if mode == "mid-write":
         real = ckpt._finish_dir
         def dying(tmp, final):
             if final.name == "step_0000004":
-                os.kill(os.getpid(), signal.SIGKILL)   # files written, manifest not yet
+                die("finish_dir")   # files written, manifest not yet
             return real(tmp, final)
         ckpt._finish_dir = dying
-    T.train_tokenizer(tok, train, data, out, device="cpu", progress="none", log=lambda *a: None, callback=cb)
+    print("ready", flush=True)
+    t0 = time.time()
+    T.train_tokenizer(tok, train, data, out, device="cpu", progress="none", callback=cb,
+                      log=lambda *a: print(*a, flush=True))
+    print(f"done train_s={time.time() - t0:.3f}", flush=True)
+    print("trace " + " ".join(trace), flush=True)
 """)
 
 
 @pytest.fixture(scope="module")
 def kill_script(tmp_path_factory):
-    """The script, its environment, and one uninterrupted reference run of it."""
+    """The script, its environment, and one uninterrupted reference run of it (and its stdout)."""
     base = tmp_path_factory.mktemp("kill")
     env = dict(os.environ, PYTHONPATH=str(ROOT))
     script = base / "kill.py"
@@ -183,12 +240,19 @@ def kill_script(tmp_path_factory):
     ref = subprocess.run([sys.executable, str(script), "none", str(base / "ref")], env=env, capture_output=True,
                          text=True)
     assert ref.returncode == 0, ref.stderr[-2000:]
-    return script, env, base / "ref"
+    return script, env, base / "ref", ref.stdout
+
+
+def _same_final_weights(ref_dir, run_dir):
+    for name in ("model.safetensors", "ema.safetensors", "extra_aux.safetensors"):
+        a = ckpt.load_tensors(ckpt.checkpoint_dir(ref_dir, 6) / name)
+        b = ckpt.load_tensors(ckpt.checkpoint_dir(run_dir, 6) / name)
+        assert _same(a, b), name
 
 
 @pytest.mark.parametrize("mode,expect", [("callback", "step_0000002"), ("mid-write", "step_0000002")])
 def test_sigkilled_process_resumes_bit_identical(tmp_path, kill_script, mode, expect):
-    script, env, ref_dir = kill_script
+    script, env, ref_dir, _ = kill_script
     run_dir = tmp_path / "run"
     killed = subprocess.run([sys.executable, str(script), mode, str(run_dir)], env=env, capture_output=True,
                             text=True)
@@ -198,10 +262,77 @@ def test_sigkilled_process_resumes_bit_identical(tmp_path, kill_script, mode, ex
                            text=True)
     assert again.returncode == 0, again.stderr[-2000:]
     assert not [p for p in (run_dir / "checkpoints").iterdir() if ".tmp" in p.name]
-    for name in ("model.safetensors", "ema.safetensors", "extra_aux.safetensors"):
-        a = ckpt.load_tensors(ckpt.checkpoint_dir(ref_dir, 6) / name)
-        b = ckpt.load_tensors(ckpt.checkpoint_dir(run_dir, 6) / name)
-        assert _same(a, b), name
+    _same_final_weights(ref_dir, run_dir)
+
+
+def _complete(run_dir) -> list[Path]:
+    out = []
+    for d in ckpt.list_checkpoints(run_dir):
+        try:
+            ckpt.verify_checkpoint(d)
+            out.append(d)
+        except ckpt.CheckpointError:
+            pass
+    return out
+
+
+def test_sigkill_at_random_points_resumes_bit_identical(tmp_path, kill_script):
+    """Issue 8: SIGKILL a real training process four times: at three random labelled moments of
+    the run (the first always inside the first checkpoint's write; the others between steps, before
+    a checkpoint file operation, after a torn file write, or while pruning) and once at a random
+    time from outside, after the newest complete checkpoint was truncated. Every restart resumes
+    from the last complete checkpoint (the truncated one is reported and skipped) and the final
+    weights equal the uninterrupted run's bit for bit. ``LDETOK_KILL_SEED`` replays a draw."""
+    import random
+    import signal
+    import time
+
+    script, env, ref_dir, ref_out = kill_script
+    seed = int(os.environ.get("LDETOK_KILL_SEED", time.time_ns() % 2**31))
+    rng = random.Random(seed)
+    trace = next(line for line in ref_out.splitlines() if line.startswith("trace ")).split()[1:]
+    train_s = float(next(line for line in ref_out.splitlines() if line.startswith("done ")).split("=")[1])
+
+    def at(label):
+        return int(label.split("/")[0])
+
+    # three moments, in run order: during the first checkpoint's write, anywhere in steps 3-4, from step 5 on
+    first = rng.choice([lb for lb in trace if at(lb) == 2 and "/ckpt/" in lb])
+    second = rng.choice([lb for lb in trace[trace.index(first) + 1:] if at(lb) in (3, 4)])
+    third = rng.choice([lb for lb in trace[trace.index(second) + 1:] if at(lb) >= 5])
+    run_dir = tmp_path / "run"
+    info = f"seed {seed} (rerun with LDETOK_KILL_SEED={seed}); kills at {first}, {second}, {third}"
+    cmd = [sys.executable, str(script)]
+
+    for label in (first, second, third):
+        latest = ckpt.latest_checkpoint(run_dir) if run_dir.exists() else None
+        p = subprocess.run([*cmd, f"label:{label}", str(run_dir)], env=env, capture_output=True, text=True)
+        assert p.returncode == -9 and f"killed at {label}" in p.stdout, (info, p.stdout[-1500:], p.stderr[-1500:])
+        if latest is not None:  # it resumed from the last complete checkpoint before it was killed
+            assert f"resuming from {latest} " in p.stdout, (info, p.stdout[-1500:])
+
+    # truncate the newest complete checkpoint: it must be reported and the previous one used
+    complete = _complete(run_dir)
+    assert len(complete) >= 2, (info, complete)
+    victim = complete[-1] / "ema.safetensors"
+    victim.write_bytes(victim.read_bytes()[: victim.stat().st_size // 2])
+
+    # a kill at a random time, from outside, then a run to the end
+    proc = subprocess.Popen([*cmd, "none", str(run_dir)], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True)
+    assert proc.stdout.readline().strip() == "ready"
+    delay = rng.uniform(0.0, train_s)
+    time.sleep(delay)
+    proc.send_signal(signal.SIGKILL)
+    rest, err = proc.communicate()
+    assert proc.returncode in (0, -9), (info, err[-1500:])
+    final = subprocess.run([*cmd, "none", str(run_dir)], env=env, capture_output=True, text=True)
+    assert final.returncode == 0, (info, final.stderr[-2000:])
+    logs = rest + final.stdout
+    assert "skipping checkpoint" in logs and "truncated" in logs, (info, logs[-2000:])
+    assert f"resuming from {complete[-2]} " in logs, (info, logs[-2000:])
+    assert not [p for p in (run_dir / "checkpoints").iterdir() if ".tmp" in p.name or ".old" in p.name]
+    _same_final_weights(ref_dir, run_dir)
 
 
 def test_changed_settings_refuse_to_resume(reference_run):

@@ -19,6 +19,7 @@ from __future__ import annotations
 import argparse
 import json
 import statistics
+import sys
 import time
 from typing import Callable
 
@@ -50,6 +51,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--compare-kv-cache", action="store_true",
                         help="AR models (RasterAR_*/RandomAR_*): sampling img/s with and without the KV cache "
                              "in the same run (uses --sample-batch, --sample-steps = head steps, --cfg)")
+
+
+def _fail(msg: str) -> int:
+    """A one-line error on stderr (as ``ldetok-lite`` prints them); exit code 2."""
+    print(f"ldetok-lite: error: {msg}", file=sys.stderr)
+    return 2
 
 
 def _sync(dev):
@@ -144,12 +151,15 @@ def run(args: argparse.Namespace) -> int:
 
     if args.threads > 0:
         torch.set_num_threads(args.threads)
-    for name in ("batch", "steps", "sample_repeats"):
-        if getattr(args, name) < 1:
-            print(f"error: --{name.replace('_', '-')}={getattr(args, name)} must be >= 1")
-            return 2
+    for name in ("batch", "steps", "sample_repeats", "sample_batch"):
+        value = getattr(args, name)
+        if value is not None and value < 1:
+            return _fail(f"--{name.replace('_', '-')} {value} must be >= 1")
     try:
         model, dev = build(args)
+        if not args.no_sampling:  # sampling options are checked before the training measurement runs
+            model.check_sampling_args(args.cfg, args.sample_steps, 1.0)
+            model._check_sampler_kwargs({"sampler": args.sampler} if args.sampler else {})
         result = {"model": args.model, "params_M": round(model.num_params() / 1e6, 2),
                   "latent_shape": list(model.latent_shape), "device": str(dev), "threads": torch.get_num_threads(),
                   "precision": args.precision, "batch": args.batch}
@@ -162,8 +172,7 @@ def run(args: argparse.Namespace) -> int:
         for report in EXTRA_REPORTS:
             report(args, model, result)
     except (ValueError, TypeError) as e:
-        print(f"error: {e}")
-        return 2
+        return _fail(str(e))
     if args.json:
         print(json.dumps(result))
         return 0

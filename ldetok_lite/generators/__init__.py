@@ -11,7 +11,10 @@ Families: DiT (Gaussian diffusion), SiT and LightningDiT (flow matching) in this
 
 from __future__ import annotations
 
+import difflib
 import importlib
+import inspect
+import re
 from pathlib import Path
 
 import torch
@@ -32,9 +35,35 @@ def create_generator(name: str, **overrides) -> Generator:
     try:
         model = GENERATORS[key](**overrides)
     except TypeError as e:
+        m = re.search(r"unexpected keyword argument '(\w+)'", str(e))
+        allowed = _constructor_options(GENERATORS[key])
+        if m and allowed:
+            close = difflib.get_close_matches(m.group(1), allowed, n=1)
+            hint = f" (did you mean {close[0]!r}?)" if close else ""
+            raise TypeError(f"create_generator({key!r}): unknown option {m.group(1)!r}{hint}; allowed: "
+                            f"{', '.join(allowed)}") from None
         raise TypeError(f"create_generator({key!r}): {e}") from e
     model.spec = {"kind": "generator", "name": key, "kwargs": dict(overrides)}
     return model
+
+
+def _constructor_options(factory) -> list[str]:
+    """Keyword options of a registered constructor: the named ``__init__`` arguments along the
+    generator class's MRO (the class is the ``cls`` a family's ``_factory`` closes over)."""
+    cls = factory if isinstance(factory, type) else inspect.getclosurevars(factory).nonlocals.get("cls")
+    if not isinstance(cls, type):
+        return []
+    names: list[str] = []
+    for klass in cls.__mro__:
+        if klass is torch.nn.Module:
+            break
+        init = klass.__dict__.get("__init__")
+        if init is None:
+            continue
+        for p in inspect.signature(init).parameters.values():
+            if p.name != "self" and p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY) and p.name not in names:
+                names.append(p.name)
+    return names
 
 
 def list_generators(family: str | None = None) -> list[str]:
