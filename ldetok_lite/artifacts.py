@@ -61,6 +61,8 @@ def tokenizer_configs(preset, variant: str, seed: int = 0):
     _check_seed(seed)
     v = dict(TOKENIZER_VARIANTS[variant])
     v.setdefault("use_additive_noise", False)
+    if variant == "plain":
+        v["warm_start"] = "none"  # the plain AE is what the others warm-start from
     return p.tokenizer.replace(**v), p.tokenizer_train.replace(seed=seed), p.data
 
 
@@ -97,7 +99,9 @@ def get_tokenizer(preset, variant: str, cache_dir, seed: int = 0, device: str = 
     """The ``variant`` tokenizer of ``preset`` (plain | ldetok | mask_only | noise_only | additive).
 
     Loads ``cache_dir/tokenizers/{preset}-{variant}-s{seed}`` when its training finished, else
-    trains (or resumes) it with the preset's ``tokenizer_train`` config. Returns the EMA weights
+    trains (or resumes) it with the preset's ``tokenizer_train`` config; with the preset's
+    ``tokenizer.warm_start == "plain"`` it starts from the (cached or trained) plain AE of the same
+    preset and seed, then trains its own ``tokenizer_train.steps``. Returns the EMA weights
     (``which="model"`` for the online ones) in eval mode on ``device``; ``.run_dir`` says where.
     """
     tok_cfg, train_cfg, data_cfg = tokenizer_configs(preset, variant, seed)
@@ -111,9 +115,14 @@ def get_tokenizer(preset, variant: str, cache_dir, seed: int = 0, device: str = 
         log(f"training tokenizer {variant!r} (preset {_preset(preset).name}, γ={tok_cfg.gamma}, "
             f"M={tok_cfg.mask_ratio}{', additive' if tok_cfg.use_additive_noise else ''}, {train_cfg.steps} steps) "
             f"into {run_dir}")
+        init_from = None
+        if tok_cfg.warm_start == "plain":
+            base = get_tokenizer(preset, "plain", cache_dir, seed=seed, device=dev, log=log, progress=progress)
+            init_from = ckpt.latest_checkpoint(base.run_dir, log=log)
+            log(f"{variant!r} continues from the plain AE ({init_from})")
         t0 = time.time()
         res = train_tokenizer(tok_cfg, train_cfg, data_cfg, run_dir, device=dev, callback=callback,
-                              progress=progress, log=log)
+                              progress=progress, log=log, init_from=init_from)
         log(f"tokenizer {variant!r} ready in {time.time() - t0:.0f} s; val PSNR "
             f"{res.final_metrics.get('psnr_ema', float('nan')):.2f} dB (EMA)")
         done = res.checkpoint

@@ -182,13 +182,14 @@ def _digest(obj) -> str:
 
 def _tok_configs(plan: ComparePlan, variant: str, seed: int):
     p = plan.preset
-    tok = p.tokenizer.replace(**variant_settings(variant))
+    # the plan's own warm start (``warm_start_steps``) replaces the preset's ``tokenizer.warm_start``
+    tok = p.tokenizer.replace(**variant_settings(variant), warm_start="none")
     return tok, p.tokenizer_train.replace(seed=seed), p.data
 
 
 def _base_dir(plan: ComparePlan, cache_dir) -> Path:
     p = plan.preset
-    cfg = {"tok": p.tokenizer.replace(gamma=0.0, mask_ratio=0.0, use_additive_noise=False).to_dict(),
+    cfg = {"tok": p.tokenizer.replace(gamma=0.0, mask_ratio=0.0, use_additive_noise=False, warm_start="none").to_dict(),
            "train": p.tokenizer_train.replace(steps=plan.warm_start_steps, seed=0).to_dict(), "data": p.data.to_dict()}
     return Path(cache_dir) / "compare" / "tokenizers" / f"{plan.name}-base{plan.warm_start_steps}-{_digest(cfg)}"
 

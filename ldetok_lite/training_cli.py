@@ -122,8 +122,17 @@ def _run(args, info) -> int:
         explicit = {k.split(".", 1)[1] for k in _overrides(args.overrides) if k.startswith("tokenizer.")}
         variant = {k: v for k, v in TOKENIZER_VARIANTS[name].items() if k not in explicit} if name else {}
         tok_cfg = preset.tokenizer.replace(**variant)
+        init_from = args.init_from
+        if init_from is None and tok_cfg.warm_start == "plain" and (tok_cfg.gamma > 0 or tok_cfg.mask_ratio > 0):
+            # the preset warm-starts corrupted variants from its plain AE: train that first, inside out
+            base_cfg = tok_cfg.replace(gamma=0.0, mask_ratio=0.0, use_additive_noise=False, warm_start="none")
+            if info.is_main:
+                print(f"warm start (tokenizer.warm_start=plain): training the plain AE into {out / 'warm_start'}",
+                      flush=True)
+            init_from = train.train_tokenizer(base_cfg, preset.tokenizer_train, preset.data, out / "warm_start",
+                                              device=device, progress="log", **dist_kw).checkpoint
         result = train.train_tokenizer(tok_cfg, preset.tokenizer_train, preset.data, out, device=device,
-                                       init_from=args.init_from, progress="log", **dist_kw)
+                                       init_from=init_from, progress="log", **dist_kw)
     else:
         from .checkpoint import from_pretrained, read_config
         from .generators.base import resolve_name

@@ -102,3 +102,28 @@ def test_artifacts_train_once_then_load(tmp_path):
     assert list((tmp_path / "tokenizers").glob("smoke-plain-s0.stale-*"))
     with pytest.raises(ValueError, match="variant"):
         A.get_tokenizer(preset, "fancy", tmp_path)
+
+
+def test_warm_start_continues_from_the_plain_ae(tmp_path):
+    """tokenizer.warm_start="plain": l-DeTok starts from the cached plain AE's weights (TOY_SCALE_NOTES)."""
+    from ldetok_lite import artifacts as A
+    from ldetok_lite import checkpoint as ckpt
+    from ldetok_lite.config import load_preset
+
+    preset = load_preset("smoke").override(**{
+        "data.num_train": 32, "data.num_val": 8, "tokenizer_train.steps": 2, "tokenizer_train.batch_size": 8})
+    assert preset.tokenizer.warm_start == "plain"
+    logs = []
+    tok = A.get_tokenizer(preset, "ldetok", tmp_path, device="cpu", log=logs.append, progress="none")
+    assert tok.gamma == 3.0 and tok.mask_ratio == 0.7
+    assert (tmp_path / "tokenizers" / "smoke-plain-s0").is_dir()  # trained first, on demand
+    assert any("continues from the plain AE" in m for m in logs)
+    plain_ckpt = ckpt.latest_checkpoint(tmp_path / "tokenizers" / "smoke-plain-s0")
+    assert any("initialised from" in m and str(plain_ckpt) in m for m in logs)
+    # the plain AE itself never warm-starts, and from scratch is one override away
+    assert A.tokenizer_configs(preset, "plain")[0].warm_start == "none"
+    logs.clear()
+    A.get_tokenizer(preset.override(**{"tokenizer.warm_start": "none"}), "ldetok", tmp_path / "scratch",
+                    device="cpu", log=logs.append, progress="none")
+    assert not any("continues from" in m for m in logs)
+    assert not (tmp_path / "scratch" / "tokenizers" / "smoke-plain-s0").exists()
