@@ -246,6 +246,22 @@ def test_bench_generator_command(capsys):
     assert "unknown generator" in capsys.readouterr().err
 
 
+def test_bench_latent_cache_comparison(capsys):
+    from ldetok_lite.benchmarks.generator import main
+
+    rc = main(["--model", "SiT_tiny", "--batch", "4", "--steps", "2", "--warmup", "0", "--no-sampling",
+               "--threads", "0", "--compare-latent-cache", "detok_tiny", "--json"])
+    assert rc == 0
+    out = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert out["on_the_fly_ms_per_step"] > 0 and out["cached_latents_ms_per_step"] > 0
+    assert out["latent_cache_speedup"] == pytest.approx(
+        out["on_the_fly_ms_per_step"] / out["cached_latents_ms_per_step"], rel=0.05)
+    # a tokenizer whose latents do not fit the generator is a clear error, not a shape error
+    assert main(["--model", "SiT_tiny", "--batch", "2", "--steps", "1", "--no-sampling", "--threads", "0",
+                 "--compare-latent-cache", "detok_small_cpu"]) == 2
+    assert "makes latents (16, 8, 8), but SiT_tiny expects (8, 8, 8)" in capsys.readouterr().err
+
+
 def test_time_scale_of_tiny_flow_models():
     m = perturb(make("SiT")).eval()
     assert m.time_scale == 1000.0 and make("DiT").time_scale == 1.0

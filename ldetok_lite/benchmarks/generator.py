@@ -9,7 +9,8 @@ num_steps)`` on a batch. Both report the **median** over the timed repeats of th
 ms and img/s. Defaults fit a CPU and the ``*_tiny`` sizes; use ``--device cuda --precision bf16``
 and ``--model DiT_base`` on a GPU.
 
-Extending (Generators II adds ``--compare-kv-cache``): add flags in :func:`add_arguments`, and a
+``--compare-latent-cache TOKENIZER`` adds the cached-latents speed-up; ``--compare-kv-cache`` the
+AR KV-cache speed-up. Extending: add flags in :func:`add_arguments`, and a
 function ``report(args, model, result) -> None`` to :data:`EXTRA_REPORTS`; ``run`` calls each after
 the standard measurements with the built model and the result dict (add keys for ``--json``).
 """
@@ -48,6 +49,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--precision", default="fp32", help="fp32 | bf16 | auto")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--json", action="store_true", help="print one JSON line instead of text")
+    parser.add_argument("--compare-latent-cache", metavar="TOKENIZER", default=None,
+                        help="also time a training step whose latents TOKENIZER (e.g. detok_tiny) computes on the "
+                             "fly against one that samples them from cached posterior moments, in the same run")
     parser.add_argument("--compare-kv-cache", action="store_true",
                         help="AR models (RasterAR_*/RandomAR_*): sampling img/s with and without the KV cache "
                              "in the same run (uses --sample-batch, --sample-steps = head steps, --cfg)")
@@ -218,6 +222,65 @@ def report_kv_cache(args: argparse.Namespace, model, result: dict) -> None:
 
 
 EXTRA_REPORTS.append(report_kv_cache)
+
+
+def report_latent_cache(args: argparse.Namespace, model, result: dict) -> None:
+    """``--compare-latent-cache TOKENIZER`` (Generators I, item 6): a generator training step whose
+    latents come from ``tokenizer.tokenize(x, sampling=True)`` on the fly, against one that samples
+    them as μ + σ·ε from posterior moments cached once (what ``train_generator`` does with
+    ``cache_latents``); same batch, interleaved, medians of ``--steps`` each. The tokenizer's weights
+    are random: the cost does not depend on them."""
+    name = getattr(args, "compare_latent_cache", None)
+    if not name:
+        return
+    import torch
+
+    from ..device import autocast
+    from ..tokenizer import create_tokenizer
+
+    dev, batch = model.device, args.batch
+    tok = create_tokenizer(name).to(dev).eval().requires_grad_(False)
+    shape = (tok.token_channels, tok.grid_size, tok.grid_size)
+    if shape != tuple(model.latent_shape):
+        raise ValueError(f"--compare-latent-cache {name!r} makes latents {shape}, but {args.model} expects "
+                         f"{tuple(model.latent_shape)}; pick a tokenizer with matching latents (detok_tiny for *_tiny)")
+    g = torch.Generator().manual_seed(args.seed)
+    images = torch.rand(batch, 3, tok.img_size, tok.img_size, generator=g).to(dev)
+    mu, sd = torch.randn(batch, *shape, generator=g).to(dev), torch.rand(batch, *shape, generator=g).to(dev)
+    y = torch.randint(0, model.num_classes, (batch,), generator=g).to(dev)
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-4, betas=(0.9, 0.95), weight_decay=0)
+    model.train()
+
+    def step(on_the_fly: bool) -> float:
+        t0 = time.perf_counter()
+        with autocast(dev, args.precision):
+            if on_the_fly:
+                with torch.no_grad():
+                    z = tok.tokenize(images, sampling=True)
+            else:
+                z = mu + sd * torch.randn(mu.shape, device=dev)
+            loss = model(z.float(), y)
+        loss.float().backward()
+        opt.step()
+        model.zero_grad(set_to_none=True)
+        _sync(dev)
+        return time.perf_counter() - t0
+
+    for _ in range(args.warmup):
+        step(True), step(False)
+    times = {True: [], False: []}
+    for _ in range(args.steps):
+        for mode in (True, False):
+            times[mode].append(step(mode))
+    fly, cached = statistics.median(times[True]), statistics.median(times[False])
+    result.update(on_the_fly_ms_per_step=round(fly * 1e3, 1), cached_latents_ms_per_step=round(cached * 1e3, 1),
+                  latent_cache_speedup=round(fly / cached, 2))
+    result.setdefault("extra_lines", []).append(
+        f"latents from {name} on the fly {fly * 1e3:.1f} ms/step | cached moments {cached * 1e3:.1f} ms/step | "
+        f"speed-up {fly / cached:.2f}x (batch {batch}, medians of {args.steps} interleaved steps)")
+
+
+EXTRA_REPORTS.append(report_latent_cache)
 
 
 def main(argv=None) -> int:
