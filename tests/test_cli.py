@@ -80,3 +80,20 @@ def test_doctor_and_presets(capsys):
     assert "torch" in out and "widgets" in out and "offline assets" in out
     assert main(["presets"]) == 0
     assert "smoke" in capsys.readouterr().out
+
+
+def test_train_tokenizer_warm_starts_from_its_own_plain_ae(tmp_path, capsys):
+    """At smoke/tiny (tokenizer.warm_start=plain) `train tokenizer` trains the plain AE into OUT/warm_start
+    first; `--set tokenizer.warm_start=none` trains from scratch."""
+    from ldetok_lite import checkpoint as ckpt
+
+    small = ["--preset", "smoke", "--set", "data.num_train=32", "--set", "tokenizer_train.steps=2",
+             "--set", "tokenizer_train.batch_size=8", "--device", "cpu"]
+    assert main(["train", "tokenizer", "--out", str(tmp_path / "a"), *small]) == 0
+    out = capsys.readouterr().out
+    assert "warm start (tokenizer.warm_start=plain)" in out
+    base = ckpt.latest_checkpoint(tmp_path / "a" / "warm_start")
+    assert base is not None and f"initialised from {base}" in out
+    assert main(["train", "tokenizer", "--out", str(tmp_path / "b"), *small,
+                 "--set", "tokenizer.warm_start=none"]) == 0
+    assert "warm start" not in capsys.readouterr().out and not (tmp_path / "b" / "warm_start").exists()
