@@ -189,7 +189,7 @@ def _tok_configs(plan: ComparePlan, variant: str, seed: int):
 
 def _base_dir(plan: ComparePlan, cache_dir) -> Path:
     p = plan.preset
-    cfg = {"tok": p.tokenizer.replace(gamma=0.0, mask_ratio=0.0, use_additive_noise=False, warm_start="none").to_dict(),
+    cfg = {"tok": p.tokenizer.as_plain().to_dict(),
            "train": p.tokenizer_train.replace(steps=plan.warm_start_steps, seed=0).to_dict(), "data": p.data.to_dict()}
     return Path(cache_dir) / "compare" / "tokenizers" / f"{plan.name}-base{plan.warm_start_steps}-{_digest(cfg)}"
 
@@ -224,7 +224,7 @@ def get_tokenizer(plan: ComparePlan, variant: str, cache_dir, seed: int = 0, dev
     init_from, warm_s = None, 0.0
     if plan.warm_start_steps > 0:
         base = _base_dir(plan, cache_dir)
-        base_cfg = tok_cfg.replace(gamma=0.0, mask_ratio=0.0, use_additive_noise=False)
+        base_cfg = tok_cfg.as_plain()
         log(f"[compare] warm start: plain AE, {plan.warm_start_steps} steps ({base.name})")
         res = train_tokenizer(base_cfg, train_cfg.replace(steps=plan.warm_start_steps, seed=0), data_cfg, base,
                               device=device, progress=progress, log=log)

@@ -208,6 +208,10 @@ class TokenizerConfig(Config):
     # starting from scratch (small CPU budgets; TOY_SCALE_NOTES "Lessons"). The paper: none.
     warm_start: str = "none"
 
+    def as_plain(self) -> "TokenizerConfig":
+        """This tokenizer without corruption or warm start: the plain AE the variants start from."""
+        return self.replace(gamma=0.0, mask_ratio=0.0, use_additive_noise=False, warm_start="none")
+
     def validate(self):
         _check_choice(self, "warm_start", ("none", "plain"))
         _check_range(self, "patch_size", lo=1)

@@ -125,21 +125,19 @@ def _run(args, info) -> int:
         init_from = args.init_from
         if init_from is None and tok_cfg.warm_start == "plain" and (tok_cfg.gamma > 0 or tok_cfg.mask_ratio > 0):
             # the preset warm-starts corrupted variants from its plain AE: train that first, inside out
-            base_cfg = tok_cfg.replace(gamma=0.0, mask_ratio=0.0, use_additive_noise=False, warm_start="none")
             if info.is_main:
                 print(f"warm start (tokenizer.warm_start=plain): training the plain AE into {out / 'warm_start'}",
                       flush=True)
-            init_from = train.train_tokenizer(base_cfg, preset.tokenizer_train, preset.data, out / "warm_start",
-                                              device=device, progress="log", **dist_kw).checkpoint
+            init_from = train.train_tokenizer(tok_cfg.as_plain(), preset.tokenizer_train, preset.data,
+                                              out / "warm_start", device=device, progress="log",
+                                              **dist_kw).checkpoint
         result = train.train_tokenizer(tok_cfg, preset.tokenizer_train, preset.data, out, device=device,
                                        init_from=init_from, progress="log", **dist_kw)
     else:
         from .checkpoint import from_pretrained, read_config
-        from .generators.base import resolve_name
 
         if not Path(args.tokenizer).is_dir():
             raise ConfigError(f"--tokenizer {args.tokenizer!r} is not a directory")
-        resolve_name(f"{args.family}_{preset.generator.size}")  # an unknown family fails before any work
         kind = (read_config(args.tokenizer).get("spec") or {}).get("kind")
         if kind != "tokenizer":
             raise ConfigError(f"--tokenizer {args.tokenizer!r} holds a {kind or 'unknown'} checkpoint, not a "

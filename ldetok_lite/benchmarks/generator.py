@@ -20,9 +20,10 @@ from __future__ import annotations
 import argparse
 import json
 import statistics
-import sys
 import time
 from typing import Callable
+
+from . import fail
 
 #: hooks ``(args, model, result_dict) -> None`` run after the standard measurements.
 EXTRA_REPORTS: list[Callable] = []
@@ -55,12 +56,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--compare-kv-cache", action="store_true",
                         help="AR models (RasterAR_*/RandomAR_*): sampling img/s with and without the KV cache "
                              "in the same run (uses --sample-batch, --sample-steps = head steps, --cfg)")
-
-
-def _fail(msg: str) -> int:
-    """A one-line error on stderr (as ``ldetok-lite`` prints them); exit code 2."""
-    print(f"ldetok-lite: error: {msg}", file=sys.stderr)
-    return 2
 
 
 def _sync(dev):
@@ -158,7 +153,7 @@ def run(args: argparse.Namespace) -> int:
     for name in ("batch", "steps", "sample_repeats", "sample_batch"):
         value = getattr(args, name)
         if value is not None and value < 1:
-            return _fail(f"--{name.replace('_', '-')} {value} must be >= 1")
+            return fail(f"--{name.replace('_', '-')} {value} must be >= 1")
     try:
         model, dev = build(args)
         if not args.no_sampling:  # sampling options are checked before the training measurement runs
@@ -176,7 +171,7 @@ def run(args: argparse.Namespace) -> int:
         for report in EXTRA_REPORTS:
             report(args, model, result)
     except (ValueError, TypeError) as e:
-        return _fail(str(e))
+        return fail(str(e))
     if args.json:
         print(json.dumps(result))
         return 0

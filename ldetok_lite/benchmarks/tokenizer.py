@@ -13,8 +13,9 @@ from __future__ import annotations
 import argparse
 import json
 import statistics
-import sys
 import time
+
+from . import fail
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -92,12 +93,6 @@ def measure(model_name="detok_SS", img=64, batch=8, steps=30, warmup=3, gamma=3.
     }
 
 
-def _fail(msg: str) -> int:
-    """A one-line error on stderr (as ``ldetok-lite`` prints them); exit code 2."""
-    print(f"ldetok-lite: error: {msg}", file=sys.stderr)
-    return 2
-
-
 def run(args: argparse.Namespace) -> int:
     import torch
 
@@ -105,7 +100,7 @@ def run(args: argparse.Namespace) -> int:
         torch.set_num_threads(args.threads)
     for name in ("steps", "batch"):
         if getattr(args, name) < 1:
-            return _fail(f"--{name} {getattr(args, name)} must be >= 1")
+            return fail(f"--{name} {getattr(args, name)} must be >= 1")
     results = []
     for _ in range(max(1, args.repeats)):
         try:
@@ -113,7 +108,7 @@ def run(args: argparse.Namespace) -> int:
                                    args.mask_ratio, args.optimizer, args.device, args.precision, args.seed,
                                    args.patch))
         except ValueError as e:
-            return _fail(str(e))
+            return fail(str(e))
     best = min(results, key=lambda r: r["ms_per_step"])
     best["medians_ms"] = [r["ms_per_step"] for r in results]
     if args.json:
