@@ -87,11 +87,27 @@ def _finished(run_dir: Path, configs: dict, steps: int, log) -> Path | None:
 
     diff = _config_diff(payload.get("configs", {}), configs, ignore=_CACHE_IGNORED)
     if diff:
-        stale = run_dir.with_name(f"{run_dir.name}.stale-{time.strftime('%Y%m%d-%H%M%S')}")
-        run_dir.rename(stale)
-        log(f"{run_dir} was made with other settings ({'; '.join(diff[:3])}); moved it to {stale.name}")
+        _move_aside(run_dir, f"was made with other settings ({'; '.join(diff[:3])})", log)
         return None
     return latest if int(payload.get("step") or 0) >= steps else None
+
+
+def _move_aside(run_dir: Path, why: str, log) -> None:
+    stale = run_dir.with_name(f"{run_dir.name}.stale-{time.strftime('%Y%m%d-%H%M%S')}")
+    run_dir.rename(stale)
+    log(f"{run_dir} {why}; moved it to {stale.name}")
+
+
+def _load_finished(done: Path | None, run_dir: Path, which: str, dev, log) -> nn.Module | None:
+    """The cached model, or None (and the run moved aside, nothing deleted) when its weights no
+    longer fit the model the code builds, e.g. after a ``*_tiny`` size table changed."""
+    if done is None:
+        return None
+    try:
+        return ckpt.from_pretrained(done, which=which, device=dev, log=log)
+    except ckpt.CheckpointError as e:
+        _move_aside(run_dir, f"no longer loads ({str(e).splitlines()[0]})", log)
+        return None
 
 
 def get_tokenizer(preset, variant: str, cache_dir, seed: int = 0, device: str = "auto", log: Callable = print,
@@ -109,7 +125,8 @@ def get_tokenizer(preset, variant: str, cache_dir, seed: int = 0, device: str = 
     dev = pick_device(device)
     configs = {"tokenizer": tok_cfg.to_dict(), "tokenizer_train": train_cfg.to_dict(), "data": data_cfg.to_dict()}
     done = _finished(run_dir, configs, train_cfg.steps, log)
-    if done is None:
+    model = _load_finished(done, run_dir, which, dev, log)
+    if model is None:
         from .train import train_tokenizer
 
         log(f"training tokenizer {variant!r} (preset {_preset(preset).name}, γ={tok_cfg.gamma}, "
@@ -125,10 +142,9 @@ def get_tokenizer(preset, variant: str, cache_dir, seed: int = 0, device: str = 
                               progress=progress, log=log, init_from=init_from)
         log(f"tokenizer {variant!r} ready in {time.time() - t0:.0f} s; val PSNR "
             f"{res.final_metrics.get('psnr_ema', float('nan')):.2f} dB (EMA)")
-        done = res.checkpoint
+        model = ckpt.from_pretrained(res.checkpoint, which=which, device=dev, log=log)
     else:
         log(f"loaded tokenizer {variant!r} from {done}")
-    model = ckpt.from_pretrained(done, which=which, device=dev, log=log)
     model.run_dir = str(run_dir)
     model.variant = variant
     return model
@@ -166,11 +182,10 @@ def get_generator(preset, family: str, tokenizer_variant: str, cache_dir, seed: 
         payload = json.loads((done / ckpt.CONFIG_FILE).read_text())
         want = payload.get("configs", {}).get("tokenizer_spec", {}).get("fingerprint")
         if want is not None and want != _tokenizer_fingerprint(tokenizer, data_cfg):
-            stale = run_dir.with_name(f"{run_dir.name}.stale-{time.strftime('%Y%m%d-%H%M%S')}")
-            run_dir.rename(stale)
-            log(f"{run_dir.name} was trained on another tokenizer; moved it to {stale.name}")
+            _move_aside(run_dir, "was trained on another tokenizer", log)
             done = None
-    if done is None:
+    model = _load_finished(done, run_dir, which, dev, log)
+    if model is None:
         from .train import train_generator
 
         log(f"training generator {family}_{gen_cfg.size} on {tokenizer_variant!r} latents "
@@ -181,13 +196,13 @@ def get_generator(preset, family: str, tokenizer_variant: str, cache_dir, seed: 
                               callback=callback, progress=progress, log=log, eval_samples=eval_samples,
                               latent_cache_dir=Path(cache_dir) / "latents")
         done = res.checkpoint
+        model = ckpt.from_pretrained(done, which=which, device=dev, log=log)
     else:
         log(f"loaded generator {family} ({tokenizer_variant}) from {done}")
     from .train import load_latent_stats
 
     mean, std = load_latent_stats(done)
     tokenizer.set_latent_stats(mean, std)
-    model = ckpt.from_pretrained(done, which=which, device=dev, log=log)
     model.run_dir = str(run_dir)
     model.latent_stats = (mean.clone(), std.clone())
     return (model, tokenizer) if return_tokenizer else model

@@ -283,9 +283,14 @@ class GeneratorConfig(Config):
     num_sampling_steps: int = 0  # 0 = the family's default
     temperature: float = 1.0
     cache_latents: bool = True  # precompute tokenizer latents once (a large CPU speed-up)
+    # per-channel normalisation: "mean" = statistics of the posterior means (the official code,
+    # DETOK_SPEC §4.0); "sample" = of the posterior samples the generator trains on (Var μ + E σ²),
+    # which keeps collapsed channels (σ >> spread of μ, common in small plain AEs) at unit scale
+    latent_stats: str = "sample"
 
     def validate(self):
         _check_choice(self, "size", ("tiny", "base", "large", "xl", "huge"))
+        _check_choice(self, "latent_stats", ("mean", "sample"))
         _check_range(self, "label_drop", lo=0.0, hi=1.0, hi_open=True)
         _check_range(self, "cfg", lo=1.0)
         _check_range(self, "num_sampling_steps", lo=0)
@@ -405,7 +410,7 @@ def _full() -> Preset:
                                   gan_start_step=100 * steps_per_epoch),
         tokenizer_train=TrainConfig(steps=200 * steps_per_epoch, batch_size=1024, blr=1e-4, ema_decay=0.999,
                                     log_every=100, ckpt_every=steps_per_epoch, eval_every=10 * steps_per_epoch),
-        generator=GeneratorConfig(size="base", num_sampling_steps=0, cache_latents=False),
+        generator=GeneratorConfig(size="base", num_sampling_steps=0, cache_latents=False, latent_stats="mean"),
         generator_train=TrainConfig(
             steps=100 * steps_per_epoch, batch_size=1024, lr=2e-4, lr_schedule="constant", warmup_frac=0.0,
             weight_decay=0.0, grad_clip=0.0, ema_decay=0.9999, log_every=100, ckpt_every=steps_per_epoch,

@@ -871,17 +871,26 @@ def encode_moments(tokenizer, source: ImageSource, device, batch_size: int = 256
     return torch.cat(means).contiguous(), torch.cat(stds).contiguous()
 
 
-def channel_stats(means: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Per-channel mean and population std of posterior means ``(N, C, h, w)`` (DETOK_SPEC §4.0)."""
+def channel_stats(means: torch.Tensor, stds: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-channel mean and population std of posterior means ``(N, C, h, w)`` (DETOK_SPEC §4.0).
+
+    With the posterior ``stds`` it is the std of the posterior *samples* μ + σ·ε instead
+    (law of total variance: Var μ + E σ²), the distribution a generator trains on.
+    """
     x = means.double().transpose(0, 1).flatten(1)
     mean = x.mean(1)
-    std = (x.pow(2).mean(1) - mean.pow(2)).clamp_min(1e-12).sqrt()
-    return mean.float(), std.float()
+    var = x.pow(2).mean(1) - mean.pow(2)
+    if stds is not None:
+        var = var + stds.double().transpose(0, 1).flatten(1).pow(2).mean(1)
+    return mean.float(), var.clamp_min(1e-24).sqrt().float()
 
 
 def compute_latent_stats(tokenizer, data_cfg: DataConfig, device="auto", batch_size: int = 256,
-                         max_images: int | None = None, log: Callable = print):
-    """One pass over the training images (no flip, no mask, fp32) -> per-channel (mean, std)."""
+                         max_images: int | None = None, log: Callable = print, of: str = "mean"):
+    """One pass over the training images (no flip, no mask, fp32) -> per-channel (mean, std) of
+    the posterior means (``of="mean"``, the official code) or samples (``of="sample"``)."""
+    if of not in ("mean", "sample"):
+        raise ValueError(f"of={of!r} is not known; allowed: mean, sample")
     from .data import make_dataset
 
     dev = pick_device(device)
@@ -889,8 +898,8 @@ def compute_latent_stats(tokenizer, data_cfg: DataConfig, device="auto", batch_s
     if max_images is not None and max_images < len(src):
         src = ImageSource(torch.utils.data.Subset(src.ds, range(max_images)), data_cfg.num_workers)
     tokenizer.eval()
-    m, _ = encode_moments(tokenizer, src, dev, batch_size, precision="fp32", log=log)
-    return channel_stats(m)
+    m, s = encode_moments(tokenizer, src, dev, batch_size, precision="fp32", log=log)
+    return channel_stats(m, s if of == "sample" else None)
 
 
 def train_generator(family: str, gen_cfg: GeneratorConfig, train_cfg: TrainConfig, data_cfg: DataConfig,
@@ -900,13 +909,14 @@ def train_generator(family: str, gen_cfg: GeneratorConfig, train_cfg: TrainConfi
                     **generator_kwargs) -> TrainResult:
     """Train (or resume) ``create_generator(f"{family}_{gen_cfg.size}", ...)`` on tokenizer latents.
 
-    The tokenizer is frozen and in eval mode. Per-channel latent statistics are computed once
-    (DETOK_SPEC §4.0) and cached in ``out_dir/latent_stats.safetensors``, then set on the
-    tokenizer (``set_latent_stats``), so the generator trains on normalized latents and
-    ``tokenizer.detokenize`` decodes its samples. With ``gen_cfg.cache_latents`` the posterior
-    moments of every image (and of its mirror image when ``data_cfg.hflip``) are computed once
-    and cached in ``out_dir/latent_cache.safetensors``; each step then samples
-    ``(μ + σ·ε − m_c)/s_c``, the same distribution as ``tokenize(x, sampling=True)`` on the fly.
+    The tokenizer is frozen and in eval mode. Per-channel latent statistics (of the posterior means
+    or samples, ``gen_cfg.latent_stats``) are computed once (DETOK_SPEC §4.0) and cached in
+    ``out_dir/latent_stats.safetensors``, then set on the tokenizer (``set_latent_stats``), so the
+    generator trains on normalized latents and ``tokenizer.detokenize`` decodes its samples. With
+    ``gen_cfg.cache_latents`` the posterior moments of every image (and of its mirror image when
+    ``data_cfg.hflip``) are computed once and cached in ``out_dir/latent_cache.safetensors``; each
+    step then samples ``(μ + σ·ε − m_c)/s_c``, the same distribution as ``tokenize(x,
+    sampling=True)`` on the fly.
     ``latent_cache_dir``: keep the latent cache there instead (named by the tokenizer's fingerprint),
     so several generators of one tokenizer share it. ``eval_samples`` images are generated (EMA)
     for the sample figure at each evaluation (0: none).
@@ -950,7 +960,8 @@ def train_generator(family: str, gen_cfg: GeneratorConfig, train_cfg: TrainConfi
         from safetensors import safe_open
 
         with safe_open(str(stats_path), "pt") as f:
-            if (f.metadata() or {}).get("fingerprint") == fp:
+            meta = f.metadata() or {}
+            if meta.get("fingerprint") == fp and meta.get("of", "mean") == gen_cfg.latent_stats:
                 stats = (s["mean"], s["std"])
     if gen_cfg.cache_latents and cache_path.is_file():
         try:
@@ -975,12 +986,14 @@ def train_generator(family: str, gen_cfg: GeneratorConfig, train_cfg: TrainConfi
         log(f"latent cache built in {t_cache:.1f} s ({cache_path})")
     if stats is None:
         if cache is not None and stats_max_images is None:
-            stats = channel_stats(cache["mean"])
+            stats = channel_stats(cache["mean"], cache["std"] if gen_cfg.latent_stats == "sample" else None)
         else:
             with isolated_rng():
-                stats = compute_latent_stats(tokenizer, data_cfg, dev, max_images=stats_max_images, log=log)
+                stats = compute_latent_stats(tokenizer, data_cfg, dev, max_images=stats_max_images, log=log,
+                                             of=gen_cfg.latent_stats)
         if rank == 0:
-            ckpt.save_tensors_atomic(stats_path, {"mean": stats[0], "std": stats[1]}, metadata={"fingerprint": fp})
+            ckpt.save_tensors_atomic(stats_path, {"mean": stats[0], "std": stats[1]},
+                                     metadata={"fingerprint": fp, "of": gen_cfg.latent_stats})
     tokenizer.set_latent_stats(stats[0], stats[1])
     m_c = stats[0].view(1, -1, 1, 1).to(dev)
     s_c = stats[1].view(1, -1, 1, 1).to(dev)

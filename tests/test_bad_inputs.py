@@ -30,6 +30,7 @@ from ldetok_lite import checkpoint as C
 from ldetok_lite import corruption as K
 from ldetok_lite import fid as F
 from ldetok_lite import metrics as M
+from ldetok_lite import train as T
 from ldetok_lite.cli import main as cli_main
 from ldetok_lite.config import ConfigError, DataConfig, TokenizerConfig, TrainConfig, load_preset
 from ldetok_lite.data import DataError, ImageFolderDataset, ShapesDataset, make_dataset, make_loader
@@ -420,6 +421,12 @@ CASES: list[Case] = [
     Case("cfg-cfg-range", "override generator.cfg=0.5",
          lambda: load_preset("smoke").override(**{"generator.cfg": 0.5}),
          ConfigError, r"GeneratorConfig\.cfg=0\.5 is out of range; allowed \[1\.0, inf\]"),
+    Case("cfg-latent-stats", "override generator.latent_stats=median",
+         lambda: load_preset("smoke").override(**{"generator.latent_stats": "median"}),
+         ConfigError, r"GeneratorConfig\.latent_stats='median' is not known .*allowed: mean, sample"),
+    Case("latent-stats-of", "compute_latent_stats(of='modes')",
+         lambda: T.compute_latent_stats(None, DataConfig(), of="modes"),
+         ValueError, r"of='modes' is not known; allowed: mean, sample"),
     Case("cfg-steps-range", "override tokenizer_train.steps=0",
          lambda: load_preset("smoke").override(**{"tokenizer_train.steps": 0}),
          ConfigError, r"TrainConfig\.steps=0 is out of range; allowed \[1, inf\]"),

@@ -28,19 +28,54 @@ def test_channel_stats_population_std():
     assert torch.allclose(mean, torch.tensor([2.0, 10.0])) and torch.allclose(std, torch.tensor([1.0, 1e-6]), atol=1e-5)
 
 
+def test_channel_stats_of_samples_adds_posterior_variance():
+    torch.manual_seed(0)
+    mu, sigma = torch.randn(400, 3, 2, 2) * torch.tensor([1.0, 0.01, 2.0]).view(1, 3, 1, 1), \
+        torch.tensor([0.1, 1.0, 0.5]).view(1, 3, 1, 1).expand(400, 3, 2, 2)
+    mean, std = T.channel_stats(mu, sigma)
+    samples = mu.unsqueeze(0) + sigma.unsqueeze(0) * torch.randn(200, *mu.shape)
+    emp = samples.transpose(0, 2).flatten(1).std(1)  # channel dim first
+    assert torch.allclose(std, emp, rtol=0.02)
+    assert torch.allclose(mean, T.channel_stats(mu)[0])
+    # the collapsed channel (spread 0.01, σ = 1) keeps unit scale instead of a ×100 blow-up
+    assert T.channel_stats(mu)[1][1] < 0.02 and 0.98 < std[1] < 1.02
+
+
+def test_latent_stats_mode_mean_normalises_posterior_means(tok, tmp_path):
+    from ldetok_lite.data import make_dataset
+
+    res = T.train_generator("SiT", GEN.replace(latent_stats="mean"), TRAIN.replace(steps=1), DATA, tok, tmp_path,
+                            **QUIET)
+    z = tok.tokenize(make_dataset(DATA.replace(hflip=False)).images)
+    assert torch.allclose(z.std((0, 2, 3), unbiased=False), torch.ones(8), atol=1e-3)
+    # "sample" (the default) adds E σ² to every channel's variance; the stats file records the mode
+    res2 = T.train_generator("SiT", GEN, TRAIN.replace(steps=1), DATA, tok, tmp_path / "b", **QUIET)
+    assert (res2.latent_stats[1] > res.latent_stats[1]).all()
+    from safetensors import safe_open
+
+    with safe_open(str(tmp_path / "b" / "latent_stats.safetensors"), "pt") as f:
+        assert f.metadata()["of"] == "sample"
+
+
 def test_cached_latents_match_tokenize(tok, tmp_path):
     res = T.train_generator("SiT", GEN, TRAIN, DATA, tok, tmp_path, **{**QUIET, "eval_samples": 2})
     assert res.step == 4 and (tmp_path / "latent_cache.safetensors").is_file()
     mean, std = res.latent_stats
     assert torch.allclose(tok.latent_mean, mean) and torch.allclose(tok.latent_std, std)
-    # the stats normalise the posterior means of the training set to zero mean, unit std per channel
+    # latent_stats="sample": the stats are those of the posterior samples μ + σ·ε (Var μ + E σ²)
     from ldetok_lite.data import make_dataset
 
     x = make_dataset(DATA.replace(hflip=False)).images
     z = tok.tokenize(x)  # posterior mean, normalised with the stats just set
-    assert torch.allclose(z.mean((0, 2, 3)), torch.zeros(8), atol=1e-4)
-    assert torch.allclose(z.std((0, 2, 3), unbiased=False), torch.ones(8), atol=1e-3)
     cache = ckpt.load_tensors(tmp_path / "latent_cache.safetensors")
+    var_mu = cache["mean"].transpose(0, 1).flatten(1).var(1, unbiased=False)
+    e_var = cache["std"].transpose(0, 1).flatten(1).pow(2).mean(1)
+    assert torch.allclose(std, (var_mu + e_var).sqrt(), rtol=1e-4)
+    assert torch.allclose(z.mean((0, 2, 3)), torch.zeros(8), atol=1e-4)
+    assert (z.std((0, 2, 3), unbiased=False) < 1).all()
+    torch.manual_seed(0)
+    zs = torch.cat([tok.tokenize(x, sampling=True) for _ in range(50)])  # what the generator trains on
+    assert torch.allclose(zs.std((0, 2, 3), unbiased=False), torch.ones(8), atol=0.03)
     assert torch.allclose((cache["mean"] - mean.view(1, -1, 1, 1)) / std.view(1, -1, 1, 1), z, atol=1e-5)
     assert torch.allclose(cache["mean_flip"][:4], T.encode_moments(tok, T.ImageSource(make_dataset(DATA.replace(
         hflip=False))), "cpu", flip=True, log=lambda *a: None)[0][:4], atol=1e-6)
@@ -102,6 +137,24 @@ def test_artifacts_train_once_then_load(tmp_path):
     assert list((tmp_path / "tokenizers").glob("smoke-plain-s0.stale-*"))
     with pytest.raises(ValueError, match="variant"):
         A.get_tokenizer(preset, "fancy", tmp_path)
+
+
+def test_cached_generator_of_an_old_size_table_is_retrained(tmp_path, monkeypatch):
+    from ldetok_lite.generators import dit
+
+    preset = load_preset("smoke")
+    logs = []
+    tok = A.get_tokenizer(preset, "plain", tmp_path, device="cpu", log=logs.append, progress="none")
+    A.get_generator(preset, "SiT", "plain", tmp_path, device="cpu", tokenizer=tok, log=logs.append,
+                    progress="none", eval_samples=0)
+    # a later version of the code changes SiT_tiny's width: same configs, weights that no longer fit
+    monkeypatch.setitem(dit.SIZES, "tiny", {**dit.SIZES["tiny"], "hidden_size": dit.SIZES["tiny"]["hidden_size"] * 2})
+    logs.clear()
+    gen = A.get_generator(preset, "SiT", "plain", tmp_path, device="cpu", tokenizer=tok, log=logs.append,
+                          progress="none", eval_samples=0)
+    assert any("no longer loads" in m for m in logs) and any("training generator" in m for m in logs)
+    assert gen.spec["name"] == "SiT_tiny" and gen.num_params() > 0
+    assert list((tmp_path / "generators").glob("smoke-SiT-plain-s0.stale-*"))  # moved aside, not deleted
 
 
 def test_warm_start_continues_from_the_plain_ae(tmp_path):
