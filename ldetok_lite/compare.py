@@ -15,6 +15,10 @@ Taught in notebooks/10_compare_tokenizers; the protocol is DETOK_SPEC §5 and th
   then every variant, the plain AE included, continues from it for ``tokenizer_train.steps``
   with its own γ / M / noise type. All tokenizers thus start from the same converged weights and
   end at comparable reconstruction quality; rFID is reported beside every gFID.
+  ``decoder_finetune_steps`` adds the paper's second stage to every tokenizer (DETOK_SPEC §3.2:
+  decoder only, γ = 0, M = 0, half the lr; the ``compare`` plan and ``--decoder-finetune-steps``):
+  reconstruction improves while the encoder, and so the latents and every generator trained on
+  them, stay exactly the same. This is how the paper compares tokenizers at matched rFID.
 - **Variants**: the five named ones of :data:`ldetok_lite.artifacts.TOKENIZER_VARIANTS` (plain,
   mask_only, noise_only, ldetok, additive) and any ``g{γ}-m{M}[-add]`` built by
   :func:`variant_name` (the sweeps).
@@ -112,7 +116,8 @@ class ComparePlan:
     """What the comparison trains and how it measures (see the module docstring).
 
     ``warm_start_steps``: steps of the shared plain AE every variant continues from (0: each
-    tokenizer trains from scratch). ``num_images``: images per rFID / gFID (default: the preset's
+    tokenizer trains from scratch). ``decoder_finetune_steps``: the decoder-only second stage of
+    every tokenizer (0: none; see the module docstring). ``num_images``: images per rFID / gFID (default: the preset's
     ``eval.num_images``). ``extractor``: shapes-cnn training settings (smoke | tiny).
     """
 
@@ -122,6 +127,7 @@ class ComparePlan:
     num_images: int = 0
     extractor: str = "tiny"
     notes: str = ""
+    decoder_finetune_steps: int = 0
 
     @property
     def eval_images(self) -> int:
@@ -134,28 +140,31 @@ class ComparePlan:
                 and self.preset == load_preset(self.preset.name))
 
     def to_dict(self) -> dict:
-        return {"name": self.name, "preset": self.preset.to_dict(), "warm_start_steps": self.warm_start_steps,
-                "num_images": self.eval_images, "extractor": self.extractor, "notes": self.notes}
+        d = {"name": self.name, "preset": self.preset.to_dict(), "warm_start_steps": self.warm_start_steps,
+             "num_images": self.eval_images, "extractor": self.extractor, "notes": self.notes}
+        if self.decoder_finetune_steps:  # absent when 0, so older run directories keep their key
+            d["decoder_finetune_steps"] = self.decoder_finetune_steps
+        return d
 
 
 def _compare_long() -> ComparePlan:
     # tiny's data, models and recipes; longer, and warm-started (TOY_SCALE_NOTES "Lessons"):
-    # plain AE 2000 steps (~PSNR 32 dB), then each variant 2000 more with its own γ/M; generators
-    # 3000 steps (tiny's samples were still blobs at 1000); 1000 images per FID.
+    # plain AE 2000 steps (~PSNR 32 dB), then each variant 2000 more with its own γ/M, then a
+    # 1000-step decoder-only fine-tune (matched rFID); generators 3000 steps; 1000 images per FID.
     p = load_preset("tiny").override(**{
         "tokenizer_train.steps": 2000, "tokenizer_train.warmup_frac": 0.02, "tokenizer_train.blr": 2e-3,
         "generator_train.steps": 3000, "eval.num_images": 1000,
     })
-    return ComparePlan("compare", p, warm_start_steps=2000, extractor="tiny",
-                       notes="tiny models; shared plain-AE warm start (2000 steps) + 2000 steps per variant; "
-                             "generators 3000 steps; shapes-cnn FID on 1000 images")
+    return ComparePlan("compare", p, warm_start_steps=2000, extractor="tiny", decoder_finetune_steps=1000,
+                       notes="tiny models; shared plain-AE warm start (2000 steps) + 2000 steps per variant "
+                             "+ 1000 decoder-only; generators 3000 steps; shapes-cnn FID on 1000 images")
 
 
 def compare_plan(name: str = "tiny", *, warm_start_steps: int | None = None, num_images: int | None = None,
-                 overrides: dict | None = None) -> ComparePlan:
+                 overrides: dict | None = None, decoder_finetune_steps: int | None = None) -> ComparePlan:
     """The plan called ``name`` (smoke | tiny | small | full | compare), with optional changes:
-    ``warm_start_steps``, ``num_images`` and dotted preset ``overrides``
-    (``{"generator_train.steps": 500}``)."""
+    ``warm_start_steps``, ``num_images``, ``decoder_finetune_steps`` and dotted preset
+    ``overrides`` (``{"generator_train.steps": 500}``)."""
     if name == "compare":
         plan = _compare_long()
     elif name in PRESET_NAMES:
@@ -169,7 +178,10 @@ def compare_plan(name: str = "tiny", *, warm_start_steps: int | None = None, num
     n = plan.num_images if num_images is None else int(num_images)
     if n and n < 2:
         raise ValueError(f"num_images={n} must be >= 2 (FID needs a covariance)")
-    return ComparePlan(plan.name, preset, ws, n, plan.extractor, plan.notes)
+    ft = plan.decoder_finetune_steps if decoder_finetune_steps is None else int(decoder_finetune_steps)
+    if ft < 0:
+        raise ValueError(f"decoder_finetune_steps={ft} is out of range; allowed >= 0")
+    return ComparePlan(plan.name, preset, ws, n, plan.extractor, plan.notes, ft)
 
 
 def _digest(obj) -> str:
@@ -182,8 +194,11 @@ def _digest(obj) -> str:
 
 def _tok_configs(plan: ComparePlan, variant: str, seed: int):
     p = plan.preset
-    # the plan's own warm start (``warm_start_steps``) replaces the preset's ``tokenizer.warm_start``
-    tok = p.tokenizer.replace(**variant_settings(variant), warm_start="none")
+    # the plan's own warm start (``warm_start_steps``) replaces the preset's ``tokenizer.warm_start``;
+    # without one, the preset's (tiny: the corrupted variants continue from this seed's plain AE)
+    tok = p.tokenizer.replace(**variant_settings(variant))
+    if plan.warm_start_steps > 0 or tok == tok.as_plain().replace(warm_start=tok.warm_start):
+        tok = tok.replace(warm_start="none")
     return tok, p.tokenizer_train.replace(seed=seed), p.data
 
 
@@ -229,6 +244,13 @@ def get_tokenizer(plan: ComparePlan, variant: str, cache_dir, seed: int = 0, dev
         res = train_tokenizer(base_cfg, train_cfg.replace(steps=plan.warm_start_steps, seed=0), data_cfg, base,
                               device=device, progress=progress, log=log)
         init_from, warm_s = res.checkpoint, res.elapsed_s
+    elif tok_cfg.warm_start == "plain":  # the preset's warm start: this seed's plain AE of the same plan
+        from . import checkpoint as ckpt
+
+        base_tok, base_info = get_tokenizer(plan, "plain", cache_dir, seed=seed, device=device, log=log,
+                                            progress=progress)
+        init_from, warm_s = ckpt.latest_checkpoint(base_tok.run_dir, log=lambda *_: None), base_info["train_s"]
+        log(f"[compare] {variant} s{seed} continues from the plain AE ({init_from})")
     run_dir = tokenizer_run_dir(plan, variant, cache_dir, seed)
     log(f"[compare] tokenizer {variant} s{seed}: γ={tok_cfg.gamma} M={tok_cfg.mask_ratio}"
         f"{' additive' if tok_cfg.use_additive_noise else ''}, {train_cfg.steps} steps ({run_dir.name})")
@@ -239,6 +261,41 @@ def get_tokenizer(plan: ComparePlan, variant: str, cache_dir, seed: int = 0, dev
     model.variant = variant
     model.checkpoint_dir = str(res.checkpoint) if res.checkpoint else None
     return model, {"run_dir": str(run_dir), "train_s": res.elapsed_s, "warm_start_s": warm_s}
+
+
+def finetune_decoder(plan: ComparePlan, variant: str, tokenizer: nn.Module, cache_dir, seed: int = 0,
+                     device="auto", log: Callable | None = print, progress: str = "log") -> tuple[nn.Module, dict]:
+    """The paper's second tokenizer stage (DETOK_SPEC §3.2) on a trained ``tokenizer``: the decoder
+    alone trains ``plan.decoder_finetune_steps`` more steps on clean latents (γ = 0, M = 0, half the
+    lr, 5 % warmup). It starts from the EMA weights, so the encoder, the latents and every
+    generator trained on them stay exactly as they were; only reconstructions change.
+    Returns ``(tokenizer, {"run_dir", "finetune_s"})``."""
+    from . import checkpoint as ckpt
+    from .train import train_tokenizer
+
+    log = _train_quiet(log)
+    steps = plan.decoder_finetune_steps
+    if steps < 1:
+        raise ValueError(f"plan {plan.name!r} has decoder_finetune_steps={steps}; allowed >= 1 here")
+    p = plan.preset
+    tok_cfg = p.tokenizer.replace(**variant_settings(variant), warm_start="none").replace(
+        decoder_only=True, gamma=0.0, mask_ratio=0.0, use_additive_noise=False)
+    t = p.tokenizer_train
+    train_cfg = t.replace(steps=steps, seed=seed, warmup_frac=0.05, blr=t.blr / 2, lr=t.lr / 2)
+    src = ckpt.latest_checkpoint(tokenizer.run_dir, log=lambda *_: None)
+    if src is None:
+        raise ValueError(f"tokenizer {variant!r} has no finished checkpoint in {tokenizer.run_dir}")
+    run_dir = Path(tokenizer.run_dir).with_name(f"{Path(tokenizer.run_dir).name}-ft{steps}")
+    log(f"[compare] decoder fine-tune {variant} s{seed}: {steps} steps, γ=0 M=0 ({run_dir.name})")
+    res = train_tokenizer(tok_cfg, train_cfg, p.data, run_dir, device=device, init_from=src, init_weights="ema",
+                          progress=progress, log=log)
+    model = res.ema_model.eval()
+    before, after = tokenizer.encoder.state_dict(), model.encoder.state_dict()
+    if any(not torch.equal(before[k].to(v.device), v) for k, v in after.items()):
+        raise RuntimeError(f"the decoder fine-tune of {variant!r} changed the encoder ({run_dir}); "
+                           "its latents would no longer match the generators")
+    model.run_dir, model.variant = str(run_dir), variant
+    return model, {"run_dir": str(run_dir), "finetune_s": res.elapsed_s}
 
 
 def _elapsed(run_dir, fallback: float) -> float:
@@ -357,7 +414,8 @@ def summarize(rows: list[dict], baseline: str = "plain", target: str = "ldetok")
             by_tok.setdefault(r["variant"], []).append(r)
     for v, rs in by_tok.items():
         d = {"n": len(rs), "seeds": sorted(r["seed"] for r in rs)}
-        for key in ("rfid", "psnr", "ssim", "train_s", "noise_psnr", "neighbour_corr"):
+        for key in ("rfid", "psnr", "ssim", "train_s", "noise_psnr", "neighbour_corr", "rfid_pretrain",
+                    "psnr_pretrain", "finetune_s"):
             m, s, n = _mean_std(r.get(key) for r in rs)
             if n:
                 d[f"{key}_mean"], d[f"{key}_std"] = m, s
@@ -431,19 +489,23 @@ def _fmt(m, s=None, nd=2) -> str:
 def format_table(summary: dict) -> str:
     """The summary as plain text: tokenizers (rFID, PSNR), then gFID per generator and tokenizer
     with the tokenizer's rFID beside it, then the ratios next to the paper's."""
-    lines = ["tokenizer        rFID              PSNR (dB)        train s   seeds"]
+    ft = any("rfid_pretrain_mean" in d for d in summary["tokenizers"].values())
+    lines = ["tokenizer        rFID              PSNR (dB)        train s   seeds"
+             + ("   before the decoder fine-tune: rFID / PSNR" if ft else "")]
     for v in _ordered(summary["tokenizers"]):
         d = summary["tokenizers"][v]
         lines.append(f"{v:<16} {_fmt(d.get('rfid_mean'), d.get('rfid_std')):<17} "
-                     f"{_fmt(d.get('psnr_mean'), d.get('psnr_std')):<16} {d.get('train_s_mean', 0):>7.0f}   {d['n']}")
+                     f"{_fmt(d.get('psnr_mean'), d.get('psnr_std')):<16} {d.get('train_s_mean', 0):>7.0f}   {d['n']}"
+                     + (f"       {_fmt(d.get('rfid_pretrain_mean'))} / {_fmt(d.get('psnr_pretrain_mean'))}"
+                        if ft else ""))
     lines.append("")
-    lines.append("generator     tokenizer        gFID              (rFID)    IS       train s  seeds")
+    lines.append("generator     tokenizer        gFID              (rFID)    IS     class acc  train s  seeds")
     for fam in _ordered_fams(summary["generators"]):
         for v in _ordered(summary["generators"][fam]):
             d = summary["generators"][fam][v]
             lines.append(f"{fam:<13} {v:<16} {_fmt(d.get('gfid_mean'), d.get('gfid_std')):<17} "
                          f"({_fmt(d.get('rfid_mean'))}) {_fmt(d.get('is_mean_mean')):>8} "
-                         f"{d.get('train_s_mean', 0):>8.0f}  {d['n']}")
+                         f"{_fmt(d.get('class_accuracy_mean')):>8} {d.get('train_s_mean', 0):>8.0f}  {d['n']}")
     if summary["ratios"]:
         lines.append("")
         lines.append(f"gFID({summary['target']}) / gFID({summary['baseline']})   ours (mean ± std over seeds)   "
@@ -761,24 +823,36 @@ def run_comparison(plan: ComparePlan | str, seeds: Iterable[int] = (0,), out_dir
             for variant, _ in group:
                 tok, info = get_tokenizer(plan, variant, cache_dir, seed=seed, device=dev, log=log,
                                           progress=progress)
-                toks[variant] = (tok, info)
+                ft = ft_info = None
+                if plan.decoder_finetune_steps:
+                    ft, ft_info = finetune_decoder(plan, variant, tok, cache_dir, seed=seed, device=dev, log=log,
+                                                   progress=progress)
+                toks[variant] = (tok, ft)
                 if ("tokenizer", None, variant, seed) in done:
                     continue
                 t0 = time.time()
-                r = evaluate_tokenizer(tok, data, net, num_images=n_img, batch_size=bs, seed=seed, device=dev)
+                final = tok if ft is None else ft
+                r = evaluate_tokenizer(final, data, net, num_images=n_img, batch_size=bs, seed=seed, device=dev)
                 row = {"kind": "tokenizer", "variant": variant, "seed": seed, **variant_settings(variant),
                        "rfid": r["rfid"], "psnr": r["psnr"], "ssim": r.get("ssim"), "train_s": info["train_s"],
                        "warm_start_s": info.get("warm_start_s", 0.0), "eval_s": time.time() - t0,
                        "run_dir": info["run_dir"]}
+                if ft is not None:  # before the fine-tune too: what the second stage bought
+                    r0 = evaluate_tokenizer(tok, data, net, num_images=n_img, batch_size=bs, seed=seed, device=dev)
+                    row.update(rfid_pretrain=r0["rfid"], psnr_pretrain=r0["psnr"], finetune_s=ft_info["finetune_s"],
+                               train_s=info["train_s"] + ft_info["finetune_s"], finetune_dir=ft_info["run_dir"],
+                               eval_s=time.time() - t0)
                 if robustness:
                     if val_x is None:
                         from .data import make_dataset
 
                         ds = make_dataset(data.replace(hflip=False, num_val=max(64, data.num_val)), "val")
                         val_x = torch.stack([ds[i][0] for i in range(64)])
-                    row["noise_psnr"] = noise_robustness(tok, val_x, taus=(0.5,), gamma=3.0)[0]
-                    row["neighbour_corr"] = neighbour_correlation(tok, val_x)
+                    row["noise_psnr"] = noise_robustness(final, val_x, taus=(0.5,), gamma=3.0)[0]
+                    row["neighbour_corr"] = neighbour_correlation(final, val_x)
                 say(f"[compare] tokenizer {variant} s{seed}: rFID {row['rfid']:.2f}  PSNR {row['psnr']:.2f} dB"
+                    + (f" (before the decoder fine-tune {row['rfid_pretrain']:.2f} / {row['psnr_pretrain']:.2f} dB)"
+                       if ft is not None else "")
                     + (f"  PSNR@tau0.5 {row['noise_psnr']:.1f}  neighbour corr {row['neighbour_corr']:.2f}"
                        if robustness else ""))
                 record(row)
@@ -787,9 +861,12 @@ def run_comparison(plan: ComparePlan | str, seeds: Iterable[int] = (0,), out_dir
                 for variant, fams in group:
                     if fam not in fams or ("generator", fam, variant, seed) in done:
                         continue
-                    tok = toks[variant][0]
+                    tok, ft = toks[variant]
                     gen, ginfo = get_generator(plan, fam, variant, tok, cache_dir, seed=seed, device=dev, log=log,
                                                progress=progress)
+                    if ft is not None:  # same encoder, same latents: decode the samples with the tuned decoder
+                        ft.set_latent_stats(*tok.latent_stats)
+                        tok = ft
                     if ref is None:
                         ref = reference_stats(data, net, cache_dir=feature_cache_dir, num_images=max(n_img, min(
                             data.num_train, 5000)), batch_size=bs, device=dev, log=say)
@@ -816,6 +893,7 @@ def run_comparison(plan: ComparePlan | str, seeds: Iterable[int] = (0,), out_dir
 
 __all__ = ["GENERATOR_FAMILIES", "TOKENIZER_ORDER", "PLAN_NAMES", "PAPER_GFID", "PAPER_RATIOS", "SWEEPS",
            "SWEEP_FAMILIES", "ComparePlan", "CompareResult", "compare_plan", "variant_name", "variant_settings",
-           "tokenizer_run_dir", "get_tokenizer", "get_generator", "noise_robustness", "neighbour_correlation",
+           "tokenizer_run_dir", "get_tokenizer", "finetune_decoder", "get_generator", "noise_robustness",
+           "neighbour_correlation",
            "summarize", "summarize_sweeps", "format_table", "write_outputs", "plot_comparison", "plot_sweeps",
            "load_comparison", "run_comparison"]

@@ -731,12 +731,15 @@ def _save_sample_figure(path: Path, rows: list[torch.Tensor], labels: list[str])
 def train_tokenizer(tok_cfg: TokenizerConfig, train_cfg: TrainConfig, data_cfg: DataConfig, out_dir,
                     device: str = "auto", callback: Callable | None = None, init_from=None, progress: str = "auto",
                     log: Callable = print, rank: int = 0, world_size: int = 1, vgg_path=None,
-                    convnext_path=None) -> TrainResult:
+                    convnext_path=None, init_weights: str = "model") -> TrainResult:
     """Train (or resume, or just reload when finished) an l-DeTok tokenizer into ``out_dir``.
 
     ``tok_cfg``: model name, γ, M, additive noise, loss weights, ``decoder_only``.
     ``init_from``: a run or checkpoint directory to start from (online weights → model, EMA → EMA),
     used only when ``out_dir`` has no checkpoint yet; required for ``decoder_only``.
+    ``init_weights="ema"`` starts the online model from the EMA weights instead, so a decoder-only
+    fine-tune keeps the EMA encoder, and the latents, of ``init_from`` exactly (the official code
+    starts from the online weights, DETOK_SPEC §3.2).
     ``callback(step, metrics)`` after each step (return False to stop). ``progress``: auto | tqdm |
     log | none. Returns :class:`TrainResult` (``ema_model`` is the EMA tokenizer in eval mode).
     """
@@ -746,6 +749,8 @@ def train_tokenizer(tok_cfg: TokenizerConfig, train_cfg: TrainConfig, data_cfg: 
 
     _check_types(tok_cfg=(tok_cfg, TokenizerConfig), train_cfg=(train_cfg, TrainConfig),
                  data_cfg=(data_cfg, DataConfig))
+    if init_weights not in ("model", "ema"):
+        raise ValueError(f"init_weights={init_weights!r} is not known; allowed: model, ema")
     if tok_cfg.decoder_only and init_from is None and ckpt.latest_checkpoint(out_dir, log=lambda *_: None) is None:
         raise ValueError("decoder_only=True needs init_from=<a pretrained tokenizer run or checkpoint directory>")
     dev = pick_device(device)
@@ -754,7 +759,7 @@ def train_tokenizer(tok_cfg: TokenizerConfig, train_cfg: TrainConfig, data_cfg: 
     init_ema = None
     if init_from is not None and ckpt.latest_checkpoint(out_dir, log=lambda *_: None) is None:
         src = ckpt.resolve_checkpoint(init_from, log=log)
-        ckpt.load_weights(model, src, which="model")
+        ckpt.load_weights(model, src, which=init_weights)
         if (src / ckpt.EMA_FILE).is_file():
             init_ema = ckpt.load_tensors(src / ckpt.EMA_FILE)
         log(f"initialised from {src}")

@@ -132,3 +132,46 @@ def test_comparison_end_to_end_smoke(tmp_path, shared_cache):
                "--generators", "SiT", "--device", "cpu", "--quiet"])
     assert rc == 0
     assert len((out / "rows.jsonl").read_text().splitlines()) == n_rows
+
+
+def test_decoder_finetune_keeps_the_latents_and_the_generators(tmp_path, shared_cache):
+    plan = C.compare_plan("smoke", decoder_finetune_steps=3)
+    assert plan.uses_series_cache and plan.to_dict()["decoder_finetune_steps"] == 3
+    assert "decoder_finetune_steps" not in C.compare_plan("smoke").to_dict()  # old run keys stay valid
+    tok, _ = C.get_tokenizer(plan, "ldetok", shared_cache, device="cpu", log=None, progress="none")
+    ft, info = C.finetune_decoder(plan, "ldetok", tok, shared_cache, device="cpu", log=None, progress="none")
+    assert info["run_dir"].endswith("-ft3") and ft.gamma == 0.0 and ft.mask_ratio == 0.0
+    x = torch.rand(4, 3, 32, 32)
+    with torch.no_grad():
+        assert torch.equal(tok.tokenize(x), ft.tokenize(x))  # the same latents
+        assert not torch.equal(tok.reconstruct(x), ft.reconstruct(x))  # a different decoder
+    out = tmp_path / "cmp-ft"
+    res = C.run_comparison(plan, seeds=(0,), out_dir=out, cache_dir=shared_cache, tokenizers=("plain", "ldetok"),
+                           generators=("SiT",), device="cpu", log=None, progress="none",
+                           feature_cache_dir=shared_cache)
+    toks = {r["variant"]: r for r in res.rows if r["kind"] == "tokenizer"}
+    assert all(math.isfinite(r["rfid_pretrain"]) and r["finetune_s"] > 0 for r in toks.values())
+    gen_row = next(r for r in res.rows if r["kind"] == "generator" and r["variant"] == "ldetok")
+    from ldetok_lite import artifacts
+
+    # the generator is the one trained on the pre-fine-tune tokenizer (reused, not retrained)
+    assert gen_row["run_dir"] == str(artifacts.generator_dir(plan.preset, "SiT", "ldetok", shared_cache))
+    assert "before the decoder fine-tune" in C.format_table(res.summary)
+    with pytest.raises(ValueError, match="decoder_finetune_steps"):
+        C.compare_plan("smoke", decoder_finetune_steps=-1)
+
+
+def test_own_cache_keeps_the_presets_warm_start(tmp_path):
+    # an overridden preset leaves the series' cache; its corrupted variants still continue from
+    # the plain AE of the same plan and seed (tokenizer.warm_start = "plain" at smoke and tiny)
+    plan = C.compare_plan("smoke", overrides={"generator_train.steps": 2})
+    assert not plan.uses_series_cache and plan.preset.tokenizer.warm_start == "plain"
+    logs = []
+    tok, info = C.get_tokenizer(plan, "ldetok", tmp_path, device="cpu", log=logs.append, progress="none")
+    assert any("continues from the plain AE" in m for m in logs) and info["warm_start_s"] > 0
+    plain, _ = C.get_tokenizer(plan, "plain", tmp_path, device="cpu", log=logs.append, progress="none")
+    assert "warm_start" not in " ".join(m for m in logs if "tokenizer plain" in m)
+    assert C._tok_configs(plan, "ldetok", 0)[0].warm_start == "plain"
+    assert C._tok_configs(plan, "plain", 0)[0].warm_start == "none"
+    assert C._tok_configs(C.compare_plan("compare"), "ldetok", 0)[0].warm_start == "none"  # its own base
+    assert tok.run_dir != plain.run_dir

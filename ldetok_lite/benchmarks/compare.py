@@ -48,6 +48,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--num-images", type=int, default=None, help="images per FID (default: the plan's)")
     parser.add_argument("--warm-start-steps", type=int, default=None,
                         help="plain-AE warm start every variant continues from (default: the plan's; 0 = none)")
+    parser.add_argument("--decoder-finetune-steps", type=int, default=None,
+                        help="decoder-only second stage of every tokenizer, gamma 0, M 0: matched rFID, same latents "
+                             "(default: the plan's; 0 = none)")
     parser.add_argument("--set", dest="overrides", type=_override, action="append", default=[],
                         metavar="GROUP.KEY=VALUE", help="preset override, e.g. generator_train.steps=500")
     parser.add_argument("--device", default="auto", help="auto | cpu | cuda | mps")
@@ -62,7 +65,7 @@ def run(args) -> int:
         raise ValueError(f"--seeds {args.seeds} must be >= 1")
     seeds = tuple(args.seed_list) if args.seed_list else tuple(range(args.seeds))
     plan = compare_plan(args.preset, warm_start_steps=args.warm_start_steps, num_images=args.num_images,
-                        overrides=dict(args.overrides) or None)
+                        overrides=dict(args.overrides) or None, decoder_finetune_steps=args.decoder_finetune_steps)
     out = args.out or f"runs/compare-{plan.name}"
     print(f"[compare] plan {plan.name}: seeds {list(seeds)}, tokenizers {args.tokenizers}, generators "
           f"{args.generators}{', sweeps ' + str(args.sweep_generators) if args.sweeps else ''} -> {out}")
