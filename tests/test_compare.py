@@ -137,7 +137,9 @@ def test_comparison_end_to_end_smoke(tmp_path, shared_cache):
 def test_decoder_finetune_keeps_the_latents_and_the_generators(tmp_path, shared_cache):
     plan = C.compare_plan("smoke", decoder_finetune_steps=3)
     assert plan.uses_series_cache and plan.to_dict()["decoder_finetune_steps"] == 3
-    assert "decoder_finetune_steps" not in C.compare_plan("smoke").to_dict()  # old run keys stay valid
+    tiny = C.compare_plan("tiny")  # by default half the tokenizer's steps (the paper: 100 of 200 epochs)
+    assert tiny.decoder_finetune_steps == tiny.preset.tokenizer_train.steps // 2
+    assert C.compare_plan("tiny", decoder_finetune_steps=0).decoder_finetune_steps == 0
     tok, _ = C.get_tokenizer(plan, "ldetok", shared_cache, device="cpu", log=None, progress="none")
     ft, info = C.finetune_decoder(plan, "ldetok", tok, shared_cache, device="cpu", log=None, progress="none")
     assert info["run_dir"].endswith("-ft3") and ft.gamma == 0.0 and ft.mask_ratio == 0.0
