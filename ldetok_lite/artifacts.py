@@ -87,12 +87,13 @@ def _finished(run_dir: Path, configs: dict, steps: int, log) -> Path | None:
 
     diff = _config_diff(payload.get("configs", {}), configs, ignore=_CACHE_IGNORED)
     if diff:
-        _move_aside(run_dir, f"was made with other settings ({'; '.join(diff[:3])})", log)
+        move_aside(run_dir, f"was made with other settings ({'; '.join(diff[:3])})", log)
         return None
     return latest if int(payload.get("step") or 0) >= steps else None
 
 
-def _move_aside(run_dir: Path, why: str, log) -> None:
+def move_aside(run_dir: Path, why: str, log) -> None:
+    """Rename a cached run to ``<name>.stale-<time>`` (nothing is deleted) and say why."""
     stale = run_dir.with_name(f"{run_dir.name}.stale-{time.strftime('%Y%m%d-%H%M%S')}")
     run_dir.rename(stale)
     log(f"{run_dir} {why}; moved it to {stale.name}")
@@ -106,7 +107,7 @@ def _load_finished(done: Path | None, run_dir: Path, which: str, dev, log) -> nn
     try:
         return ckpt.from_pretrained(done, which=which, device=dev, log=log)
     except ckpt.CheckpointError as e:
-        _move_aside(run_dir, f"no longer loads ({str(e).splitlines()[0]})", log)
+        move_aside(run_dir, f"no longer loads ({str(e).splitlines()[0]})", log)
         return None
 
 
@@ -182,7 +183,7 @@ def get_generator(preset, family: str, tokenizer_variant: str, cache_dir, seed: 
         payload = json.loads((done / ckpt.CONFIG_FILE).read_text())
         want = payload.get("configs", {}).get("tokenizer_spec", {}).get("fingerprint")
         if want is not None and want != _tokenizer_fingerprint(tokenizer, data_cfg):
-            _move_aside(run_dir, "was trained on another tokenizer", log)
+            move_aside(run_dir, "was trained on another tokenizer", log)
             done = None
     model = _load_finished(done, run_dir, which, dev, log)
     if model is None:
@@ -223,5 +224,5 @@ def clear_cache(cache_dir, what: str = "all") -> list[Path]:
     return removed
 
 
-__all__ = ["TOKENIZER_VARIANTS", "get_tokenizer", "get_generator", "tokenizer_configs", "tokenizer_dir",
+__all__ = ["TOKENIZER_VARIANTS", "move_aside", "get_tokenizer", "get_generator", "tokenizer_configs", "tokenizer_dir",
            "generator_dir", "clear_cache"]

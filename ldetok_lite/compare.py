@@ -199,7 +199,8 @@ def _tok_configs(plan: ComparePlan, variant: str, seed: int):
     # the plan's own warm start (``warm_start_steps``) replaces the preset's ``tokenizer.warm_start``;
     # without one, the preset's (tiny: the corrupted variants continue from this seed's plain AE)
     tok = p.tokenizer.replace(**variant_settings(variant))
-    if plan.warm_start_steps > 0 or tok == tok.as_plain().replace(warm_start=tok.warm_start):
+    is_plain = tok.gamma == 0 and tok.mask_ratio == 0 and not tok.use_additive_noise
+    if plan.warm_start_steps > 0 or is_plain:
         tok = tok.replace(warm_start="none")
     return tok, p.tokenizer_train.replace(seed=seed), p.data
 
@@ -265,8 +266,8 @@ def get_tokenizer(plan: ComparePlan, variant: str, cache_dir, seed: int = 0, dev
     return model, {"run_dir": str(run_dir), "train_s": res.elapsed_s, "warm_start_s": warm_s}
 
 
-def finetune_decoder(plan: ComparePlan, variant: str, tokenizer: nn.Module, cache_dir, seed: int = 0,
-                     device="auto", log: Callable | None = print, progress: str = "log") -> tuple[nn.Module, dict]:
+def finetune_decoder(plan: ComparePlan, variant: str, tokenizer: nn.Module, seed: int = 0, device="auto",
+                      log: Callable | None = print, progress: str = "log") -> tuple[nn.Module, dict]:
     """The paper's second tokenizer stage (DETOK_SPEC §3.2) on a trained ``tokenizer``: the decoder
     alone trains ``plan.decoder_finetune_steps`` more steps on clean latents (γ = 0, M = 0, half the
     lr, 5 % warmup). It starts from the EMA weights, so the encoder, the latents and every
@@ -335,9 +336,7 @@ def get_generator(plan: ComparePlan, family: str, variant: str, tokenizer: nn.Mo
         res = train_generator(family, gen_cfg, train_cfg, p.data, tokenizer, run_dir, device=device,
                               progress=progress, log=log)
     except ckpt.CheckpointError as e:  # a run of other settings sits there: move it aside
-        stale = run_dir.with_name(f"{run_dir.name}.stale-{time.strftime('%Y%m%d-%H%M%S')}")
-        run_dir.rename(stale)
-        log(f"[compare] {e}; moved it to {stale.name}")
+        artifacts.move_aside(run_dir, f"does not resume ({e})", log)
         res = train_generator(family, gen_cfg, train_cfg, p.data, tokenizer, run_dir, device=device,
                               progress=progress, log=log)
     gen = res.ema_model.eval()
@@ -827,7 +826,7 @@ def run_comparison(plan: ComparePlan | str, seeds: Iterable[int] = (0,), out_dir
                                           progress=progress)
                 ft = ft_info = None
                 if plan.decoder_finetune_steps:
-                    ft, ft_info = finetune_decoder(plan, variant, tok, cache_dir, seed=seed, device=dev, log=log,
+                    ft, ft_info = finetune_decoder(plan, variant, tok, seed=seed, device=dev, log=log,
                                                    progress=progress)
                 toks[variant] = (tok, ft)
                 if ("tokenizer", None, variant, seed) in done:

@@ -141,7 +141,7 @@ def test_decoder_finetune_keeps_the_latents_and_the_generators(tmp_path, shared_
     assert tiny.decoder_finetune_steps == tiny.preset.tokenizer_train.steps // 2
     assert C.compare_plan("tiny", decoder_finetune_steps=0).decoder_finetune_steps == 0
     tok, _ = C.get_tokenizer(plan, "ldetok", shared_cache, device="cpu", log=None, progress="none")
-    ft, info = C.finetune_decoder(plan, "ldetok", tok, shared_cache, device="cpu", log=None, progress="none")
+    ft, info = C.finetune_decoder(plan, "ldetok", tok, device="cpu", log=None, progress="none")
     assert info["run_dir"].endswith("-ft3") and ft.gamma == 0.0 and ft.mask_ratio == 0.0
     x = torch.rand(4, 3, 32, 32)
     with torch.no_grad():
