@@ -47,6 +47,7 @@ import os
 import re
 import time
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Callable, Iterable
 
@@ -332,13 +333,14 @@ def get_generator(plan: ComparePlan, family: str, variant: str, tokenizer: nn.Mo
     cfg = {"gen": gen_cfg.to_dict(), "train": train_cfg.to_dict(), "data": p.data.to_dict(), "tok": fp}
     run_dir = Path(cache_dir) / "compare" / "generators" / f"{plan.name}-{family}-{variant}-s{seed}-{_digest(cfg)}"
     log(f"[compare] generator {family}_{gen_cfg.size} on {variant} s{seed}: {train_cfg.steps} steps ({run_dir.name})")
+    # one latent cache per tokenizer (named by its fingerprint), shared by its six generators
+    train = partial(train_generator, family, gen_cfg, train_cfg, p.data, tokenizer, run_dir, device=device,
+                    progress=progress, log=log, latent_cache_dir=Path(cache_dir) / "compare" / "latents")
     try:
-        res = train_generator(family, gen_cfg, train_cfg, p.data, tokenizer, run_dir, device=device,
-                              progress=progress, log=log)
+        res = train()
     except ckpt.CheckpointError as e:  # a run of other settings sits there: move it aside
         artifacts.move_aside(run_dir, f"does not resume ({e})", log)
-        res = train_generator(family, gen_cfg, train_cfg, p.data, tokenizer, run_dir, device=device,
-                              progress=progress, log=log)
+        res = train()
     gen = res.ema_model.eval()
     gen.run_dir = str(run_dir)
     return gen, {"run_dir": str(run_dir), "train_s": res.elapsed_s}

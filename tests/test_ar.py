@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 import torch
 
@@ -170,3 +172,16 @@ def test_constructor_bad_arguments():
         create_generator("RandomAR_tiny", **{**SMALL, "label_drop": 1.5})
     with pytest.raises(TypeError, match="create_generator"):
         create_generator("RandomAR_tiny", not_a_kwarg=1)
+
+
+def test_kv_cache_benchmark_reports_both_paths(capsys):
+    from ldetok_lite.cli import main
+
+    rc = main(["bench", "generator", "--model", "RasterAR_tiny", "--compare-kv-cache", "--no-sampling", "--batch", "2",
+               "--steps", "1", "--warmup", "0", "--sample-batch", "2", "--sample-steps", "1", "--sample-repeats", "1",
+               "--json"])
+    assert rc == 0
+    res = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert res["kv_tokens"] == 64 and res["kv_head_steps"] == 1
+    assert res["kv_cache_s_per_call"] > 0 and res["no_cache_s_per_call"] > 0
+    assert res["kv_cache_speedup"] == pytest.approx(res["no_cache_s_per_call"] / res["kv_cache_s_per_call"], rel=0.05)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import json
 import math
+from pathlib import Path
 
 import pytest
 import torch
@@ -177,3 +178,14 @@ def test_own_cache_keeps_the_presets_warm_start(tmp_path):
     assert C._tok_configs(plan, "plain", 0)[0].warm_start == "none"
     assert C._tok_configs(C.compare_plan("compare"), "ldetok", 0)[0].warm_start == "none"  # its own base
     assert tok.run_dir != plain.run_dir
+
+
+def test_own_cache_generators_share_one_latent_cache(tmp_path):
+    # the six generators of one tokenizer encode the dataset once (a 164 MB file per run at tiny)
+    plan = C.compare_plan("smoke", overrides={"generator_train.steps": 2})
+    tok, _ = C.get_tokenizer(plan, "plain", tmp_path, device="cpu", log=None, progress="none")
+    dirs = [Path(C.get_generator(plan, fam, "plain", tok, tmp_path, device="cpu", log=None,
+                                 progress="none")[1]["run_dir"]) for fam in ("SiT", "RasterAR")]
+    shared = list((tmp_path / "compare" / "latents").glob("latents-*.safetensors"))
+    assert len(shared) == 1
+    assert not any((d / "latent_cache.safetensors").exists() for d in dirs)

@@ -33,7 +33,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--model", default="SiT_tiny", help="generator name, e.g. DiT_tiny, SiT_base, LightningDiT_xl")
     parser.add_argument("--batch", type=int, default=128, help="training batch size (default 128, the tiny preset)")
     parser.add_argument("--steps", type=int, default=20, help="timed training steps (median reported)")
-    parser.add_argument("--warmup", type=int, default=2, help="untimed steps before each measurement")
+    parser.add_argument("--warmup", type=int, default=2,
+                        help="untimed training steps before each measurement; 0 also skips the untimed sampling call")
     parser.add_argument("--sample-batch", type=int, default=None, help="images per sampling call (default: --batch)")
     parser.add_argument("--sample-steps", type=int, default=None,
                         help="sampling steps (default: the model's default, e.g. 250)")
@@ -117,8 +118,8 @@ def measure_training(model, dev, batch: int, steps: int, warmup: int = 2, precis
 
 
 def measure_sampling(model, dev, batch: int, num_steps: int | None, repeats: int = 3, cfg: float = 1.0,
-                     precision: str = "fp32", seed: int = 0, **sampler_kwargs) -> dict:
-    """Median seconds per ``generate`` call (one untimed warm-up call first)."""
+                     precision: str = "fp32", seed: int = 0, warmup: bool = True, **sampler_kwargs) -> dict:
+    """Median seconds per ``generate`` call (after one untimed warm-up call unless ``warmup`` is False)."""
     import torch
 
     from ..device import autocast
@@ -131,8 +132,9 @@ def measure_sampling(model, dev, batch: int, num_steps: int | None, repeats: int
         with autocast(dev, precision):
             model.generate(labels, cfg=cfg, num_steps=num_steps, generator=gen, **sampler_kwargs)
 
-    call(-1)
-    _sync(dev)
+    if warmup:
+        call(-1)
+        _sync(dev)
     for i in range(repeats):
         t0 = time.perf_counter()
         call(i)
@@ -154,6 +156,8 @@ def run(args: argparse.Namespace) -> int:
         value = getattr(args, name)
         if value is not None and value < 1:
             return fail(f"--{name.replace('_', '-')} {value} must be >= 1")
+    if args.warmup < 0:
+        return fail(f"--warmup {args.warmup} must be >= 0")
     try:
         model, dev = build(args)
         if not args.no_sampling:  # sampling options are checked before the training measurement runs
@@ -167,7 +171,8 @@ def run(args: argparse.Namespace) -> int:
         if not args.no_sampling:
             kw = {"sampler": args.sampler} if args.sampler else {}
             result.update(measure_sampling(model, dev, args.sample_batch or args.batch, args.sample_steps,
-                                           args.sample_repeats, args.cfg, args.precision, args.seed, **kw))
+                                           args.sample_repeats, args.cfg, args.precision, args.seed,
+                                           warmup=args.warmup > 0, **kw))
         for report in EXTRA_REPORTS:
             report(args, model, result)
     except (ValueError, TypeError) as e:
@@ -203,7 +208,7 @@ def report_kv_cache(args: argparse.Namespace, model, result: dict) -> None:
     rows = {}
     for use in (True, False):
         rows[use] = measure_sampling(model, dev, batch, args.sample_steps, args.sample_repeats, args.cfg,
-                                     args.precision, args.seed, use_kv_cache=use)
+                                     args.precision, args.seed, warmup=args.warmup > 0, use_kv_cache=use)
     speedup = rows[False]["sample_s_per_call"] / max(rows[True]["sample_s_per_call"], 1e-12)
     for use, tag in ((True, "kv_cache"), (False, "no_cache")):
         result[f"{tag}_s_per_call"] = rows[use]["sample_s_per_call"]

@@ -34,6 +34,15 @@ from .mar import from_order, linear_cfg, unpatchify
 ORDERS = ("raster", "random")
 
 
+def distinct_rows(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(U, W) distinct rows of ``x`` (B, W), taken from ``x`` itself so gradients flow, and the
+    (B,) index with ``distinct[index] == x``."""
+    _, inv = torch.unique(x.detach(), dim=0, return_inverse=True)
+    first = torch.full((int(inv.max()) + 1,), x.shape[0], device=x.device, dtype=inv.dtype)
+    first = first.scatter_reduce(0, inv, torch.arange(x.shape[0], device=x.device, dtype=inv.dtype), "amin")
+    return x[first], inv
+
+
 class ARDiff(Generator):
     """Decoder-only causal transformer + DiffLoss (DETOK_SPEC §4.3).
 
@@ -115,11 +124,16 @@ class ARDiff(Generator):
         return self.ln_pre(inputs + pos + target)
 
     def run(self, h: torch.Tensor, class_emb: torch.Tensor, start: int, caches: list | None = None) -> torch.Tensor:
-        """Causal blocks over steps start..start+T−1 (with optional per-block KV caches) → z (B, T, W)."""
+        """Causal blocks over steps start..start+T−1 (with optional per-block KV caches) → z (B, T, W).
+
+        The per-token adaLN condition (class embedding + step embedding) repeats for every sample of
+        a class, so each block computes its modulation once per distinct class and gathers it
+        (``c_index``): the same result, and at ``tiny`` (10 classes, batch 64) far fewer rows."""
         T = h.shape[1]
-        c = class_emb.unsqueeze(1) + self.timesteps_embeddings[:, start:start + T]
+        distinct, inv = distinct_rows(class_emb)
+        c = distinct.unsqueeze(1) + self.timesteps_embeddings[:, start:start + T]
         for i, blk in enumerate(self.blocks):
-            h = blk(h, c, causal=True, kv_cache=None if caches is None else caches[i])
+            h = blk(h, c, causal=True, kv_cache=None if caches is None else caches[i], c_index=inv)
         shift, scale = self.final_adaLN(class_emb).chunk(2, dim=-1)
         return modulate(self.final_norm(h), shift, scale)
 
@@ -187,10 +201,11 @@ class ARDiff(Generator):
 
 
 # SIZE_DICT of the paper code (ARDiff_base 150.13M, ARDiff_large 477.65M with the d3 w1024 head);
-# ``tiny`` is ours for the CPU (8×8×8 latents; head batch ×2 instead of ×4).
+# ``tiny`` is ours for the CPU (8×8×8 latents): depth 2 and head batch ×1 instead of ×4 keep a
+# 3000-step run under 3 minutes on 2 cores (55 ms/step at batch 64, against 82 ms at depth 3, ×2).
 AR_SIZES = {
-    "tiny": dict(hidden_size=64, depth=3, num_heads=4, head_width=48, head_depth=2, head_steps=25, clip_x0=5.0,
-                 batch_mul=2),
+    "tiny": dict(hidden_size=64, depth=2, num_heads=4, head_width=48, head_depth=2, head_steps=25, clip_x0=5.0,
+                 batch_mul=1),
     "base": dict(hidden_size=768, depth=12, num_heads=12, head_width=1024, head_depth=3, head_steps=100),
     "large": dict(hidden_size=1024, depth=24, num_heads=16, head_width=1024, head_depth=3, head_steps=100),
 }

@@ -240,8 +240,14 @@ class AdaLNBlock(nn.Module):
         self.adaLN_modulation = nn.Sequential(nn.SiLU(), nn.Linear(dim, 6 * dim))
 
     def forward(self, x: torch.Tensor, c: torch.Tensor, rope: nn.Module | None = None, causal: bool = False,
-                kv_cache: dict | None = None) -> torch.Tensor:
-        shift1, scale1, gate1, shift2, scale2, gate2 = self.adaLN_modulation(c).chunk(6, dim=-1)
+                kv_cache: dict | None = None, c_index: torch.Tensor | None = None) -> torch.Tensor:
+        """``c``: (B, W) or per token (B, T, W). With ``c_index`` (B,), ``c`` holds only the U distinct
+        conditions and sample b uses ``c[c_index[b]]``: the same result, with the modulation
+        computed U times instead of B times (the AR models' per-token conditions repeat per class)."""
+        mod = self.adaLN_modulation(c)
+        if c_index is not None:
+            mod = mod.index_select(0, c_index)
+        shift1, scale1, gate1, shift2, scale2, gate2 = mod.chunk(6, dim=-1)
         if gate1.ndim == x.ndim - 1:
             gate1, gate2 = gate1.unsqueeze(1), gate2.unsqueeze(1)
         x = x + gate1 * self.attn(modulate(self.norm1(x), shift1, scale1), rope=rope, causal=causal,
