@@ -185,3 +185,22 @@ def test_kv_cache_benchmark_reports_both_paths(capsys):
     assert res["kv_tokens"] == 64 and res["kv_head_steps"] == 1
     assert res["kv_cache_s_per_call"] > 0 and res["no_cache_s_per_call"] > 0
     assert res["kv_cache_speedup"] == pytest.approx(res["no_cache_s_per_call"] / res["kv_cache_s_per_call"], rel=0.05)
+
+
+def test_adaln_once_per_class_equals_per_sample():
+    from ldetok_lite.generators.ar import distinct_rows
+    from ldetok_lite.generators.blocks import AdaLNBlock
+
+    table = torch.randn(5, 16, requires_grad=True)
+    labels = torch.tensor([3, 1, 3, 0, 1, 1])
+    x = table[labels]
+    distinct, inv = distinct_rows(x)
+    assert distinct.shape == (3, 16) and torch.equal(distinct[inv], x)
+    distinct.sum().backward()  # gradients reach the rows of the labels used, once each
+    assert torch.equal(table.grad.abs().sum(1) > 0, torch.tensor([True, True, False, True, False]))
+    blk = AdaLNBlock(16, 4)
+    torch.nn.init.normal_(blk.adaLN_modulation[-1].weight)
+    h, steps = torch.randn(6, 7, 16), torch.randn(1, 7, 16)
+    per_sample = blk(h, x.detach().unsqueeze(1) + steps, causal=True)
+    once = blk(h, distinct.detach().unsqueeze(1) + steps, causal=True, c_index=inv)
+    torch.testing.assert_close(once, per_sample)
