@@ -164,7 +164,7 @@ def test_family_specific_bad_arguments():
         make("DiT").generate([0], num_steps=1001)
     with pytest.raises(ValueError, match="DiT.generate got unknown sampler option.s. sampler; allowed: none"):
         make("DiT").generate([0], num_steps=2, sampler="euler")
-    with pytest.raises(ValueError, match="unknown sampler option.s. shfit; allowed: sampler, shift"):
+    with pytest.raises(ValueError, match="option.s. shfit; allowed: sampler, shift, cfg_interval_start"):
         make("SiT").generate([0], num_steps=2, shfit=0.3)
     with pytest.raises(ValueError, match="sampler='rk4'"):
         make("SiT").generate([0], num_steps=2, sampler="rk4")
@@ -172,6 +172,27 @@ def test_family_specific_bad_arguments():
         create_generator("DiT_tiny", patch_size=3)
     with pytest.raises(ValueError, match="hidden_size=30 must be divisible by num_heads=4"):
         create_generator("DiT_tiny", hidden_size=30, num_heads=4)
+
+
+def test_guidance_interval_per_call():
+    """``generate(cfg_interval_start=s)`` keeps the conditional velocity for t < s, guides after,
+    and equals a model built with that interval."""
+    m = perturb(make("SiT")).eval()
+    x, y = batch()
+    t = torch.tensor([0.05, 0.3, 0.6, 0.9])
+    with torch.no_grad():
+        cond, uncond = m.net(x, t, y), m.net(x, t, torch.full_like(y, m.null_class))
+        g = m.guided_net(x, t, y, cfg=3.0, interval_start=0.5)
+    assert torch.allclose(g[:2], cond[:2], atol=1e-5)
+    assert torch.allclose(g[2:], (uncond + 3.0 * (cond - uncond))[2:], atol=1e-5)
+    built = perturb(make("SiT", cfg_interval_start=0.5))
+    kw = dict(cfg=3.0, num_steps=4, sampler="euler")
+    per_call = m.generate([0, 1], generator=torch.Generator().manual_seed(0), cfg_interval_start=0.5, **kw)
+    assert torch.allclose(per_call, built.generate([0, 1], generator=torch.Generator().manual_seed(0), **kw))
+    assert not torch.allclose(per_call, m.generate([0, 1], generator=torch.Generator().manual_seed(0), **kw))
+    for bad in (1.0, -0.1, True):
+        with pytest.raises(ValueError, match=r"cfg_interval_start=.* is out of range; allowed \[0, 1\)"):
+            m.generate([0], cfg_interval_start=bad, **kw)
 
 
 def test_sit_samplers_and_nfe():

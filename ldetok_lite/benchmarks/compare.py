@@ -44,7 +44,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--generators", nargs="*", default=list(GENERATOR_FAMILIES), choices=GENERATOR_FAMILIES,
                         help="generator families (none: tokenizers only)")
     parser.add_argument("--sweeps", action="store_true", help="also the gamma / M / noise-type sweeps")
-    parser.add_argument("--sweep-generators", nargs="+", default=list(SWEEP_FAMILIES), choices=GENERATOR_FAMILIES)
+    parser.add_argument("--sweep-generators", nargs="+", default=list(SWEEP_FAMILIES), choices=GENERATOR_FAMILIES,
+                        help="families for the sweeps (default: the paper's MAR SiT; at --preset tiny MAR is too "
+                             "short-trained to rank tokenizers, so use SiT RandomAR: README, comparison)")
     parser.add_argument("--num-images", type=int, default=None, help="images per FID (default: the plan's)")
     parser.add_argument("--warm-start-steps", type=int, default=None,
                         help="plain-AE warm start every variant continues from (default: the plan's; 0 = none)")

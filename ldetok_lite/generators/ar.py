@@ -123,14 +123,16 @@ class ARDiff(Generator):
         target = self.target_pos_embed[0][orders[:, steps]]
         return self.ln_pre(inputs + pos + target)
 
-    def run(self, h: torch.Tensor, class_emb: torch.Tensor, start: int, caches: list | None = None) -> torch.Tensor:
+    def run(self, h: torch.Tensor, class_emb: torch.Tensor, start: int, caches: list | None = None,
+            classes: tuple | None = None) -> torch.Tensor:
         """Causal blocks over steps start..start+T−1 (with optional per-block KV caches) → z (B, T, W).
 
         The per-token adaLN condition (class embedding + step embedding) repeats for every sample of
         a class, so each block computes its modulation once per distinct class and gathers it
-        (``c_index``): the same result, and at ``tiny`` (10 classes, batch 64) far fewer rows."""
+        (``c_index``): the same result, and at ``tiny`` (10 classes, batch 64) far fewer rows.
+        ``classes``: ``distinct_rows(class_emb)`` when the caller has it (sampling: once, not per step)."""
         T = h.shape[1]
-        distinct, inv = distinct_rows(class_emb)
+        distinct, inv = distinct_rows(class_emb) if classes is None else classes
         c = distinct.unsqueeze(1) + self.timesteps_embeddings[:, start:start + T]
         for i, blk in enumerate(self.blocks):
             h = blk(h, c, causal=True, kv_cache=None if caches is None else caches[i], c_index=inv)
@@ -177,6 +179,7 @@ class ARDiff(Generator):
             orders_in = torch.cat([orders, orders])
         else:
             orders_in = orders
+        classes = distinct_rows(class_emb)  # one host sync per call, not one per step
         tokens_ord = torch.zeros(b, L, self.in_channels, device=dev)
         caches = [{} for _ in self.blocks] if use_kv_cache else None
         traj = [unpatchify(from_order(tokens_ord, orders), self.input_size)] if return_trajectory else None
@@ -184,11 +187,11 @@ class ARDiff(Generator):
             if use_kv_cache:  # only the newest input goes through the backbone
                 prev = tokens_ord[:, i - 1:i]
                 x = class_emb.unsqueeze(1) if i == 0 else self.x_embedder(torch.cat([prev, prev]) if guided else prev)
-                z = self.run(self.embed(x, orders_in, i), class_emb, i, caches)[:, 0]
+                z = self.run(self.embed(x, orders_in, i), class_emb, i, caches, classes)[:, 0]
             else:  # recompute the whole prefix
                 known = tokens_ord[:, :i]
                 h = self.embed(self.inputs(torch.cat([known, known]) if guided else known, class_emb), orders_in, 0)
-                z = self.run(h, class_emb, 0)[:, -1]
+                z = self.run(h, class_emb, 0, classes=classes)[:, -1]
             s = linear_cfg(cfg, i / L) if cfg_schedule == "linear" else cfg
             tok = self.diffloss.sample(z[:b], temperature=temperature, cfg=s, z_uncond=z[b:] if guided else None,
                                        num_steps=num_steps, generator=generator)

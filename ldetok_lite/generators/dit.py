@@ -116,15 +116,16 @@ class AdaLNTransformer(Generator):
         """u + s·(c − u) on every output channel (SiT/LightningDiT override details)."""
         return uncond + cfg * (cond - uncond)
 
-    def guided_net(self, x, t, y, cfg: float = 1.0, force_double: bool = False) -> torch.Tensor:
+    def guided_net(self, x, t, y, cfg: float = 1.0, force_double: bool = False, **guidance) -> torch.Tensor:
         """The network with classifier-free guidance: a doubled batch (labels, null class) when
-        ``cfg > 1`` (or ``force_double``), combined by :meth:`combine_guidance`."""
+        ``cfg > 1`` (or ``force_double``), combined by :meth:`combine_guidance` (which gets
+        ``guidance``, e.g. SiT's ``interval_start``)."""
         if cfg == 1.0 and not force_double:
             return self.net(x, t, y)
         null = torch.full_like(y, self.null_class)
         out = self.net(torch.cat([x, x]), torch.cat([t, t]), torch.cat([y, null]))
         cond, uncond = out.chunk(2)
-        return self.combine_guidance(cond, uncond, cfg, t)
+        return self.combine_guidance(cond, uncond, cfg, t, **guidance)
 
 
 class DiT(AdaLNTransformer):

@@ -32,9 +32,7 @@ class SiT(AdaLNTransformer):
         self.transport = FlowMatching(time_sampling)
         self._check_sampler(sampler, shift)
         self.sampler, self.shift, self.atol, self.rtol = sampler, float(shift), float(atol), float(rtol)
-        if not 0 <= cfg_interval_start < 1:
-            raise ValueError(f"cfg_interval_start={cfg_interval_start!r} is out of range; allowed [0, 1)")
-        self.cfg_interval_start = float(cfg_interval_start)
+        self.cfg_interval_start = self._check_interval(cfg_interval_start)
 
     @staticmethod
     def _check_sampler(sampler, shift):
@@ -43,31 +41,42 @@ class SiT(AdaLNTransformer):
         if not isinstance(shift, (int, float)) or isinstance(shift, bool) or not shift > 0:
             raise ValueError(f"shift={shift!r} is out of range; allowed (0, inf)")
 
+    @staticmethod
+    def _check_interval(start) -> float:
+        if isinstance(start, bool) or not isinstance(start, (int, float)) or not 0 <= start < 1:
+            raise ValueError(f"cfg_interval_start={start!r} is out of range; allowed [0, 1)")
+        return float(start)
+
     @property
     def last_nfe(self) -> int:
         """Network evaluations (per guided batch) of the last ``generate`` call."""
         return self.transport.last_nfe
 
-    def combine_guidance(self, cond, uncond, cfg, t):
-        """Guide all channels; where t < ``cfg_interval_start`` keep the conditional velocity."""
+    def combine_guidance(self, cond, uncond, cfg, t, interval_start=None):
+        """Guide all channels; where t < ``interval_start`` (default ``cfg_interval_start``) keep the
+        conditional velocity: no guidance near pure noise, where it costs diversity (notebook 06)."""
+        start = self.cfg_interval_start if interval_start is None else interval_start
         guided = uncond + cfg * (cond - uncond)
-        if self.cfg_interval_start > 0:
-            off = (t < self.cfg_interval_start).reshape(-1, *([1] * (cond.ndim - 1)))
+        if start > 0:
+            off = (t < start).reshape(-1, *([1] * (cond.ndim - 1)))
             guided = cond.where(off, guided)
         return guided
 
     def loss(self, latents, labels):
         return self.transport.training_losses(lambda xt, t: self.net(xt, t, labels), latents)["loss"].mean()
 
-    def sample(self, labels, cfg, num_steps, temperature, generator, return_trajectory, sampler=None, shift=None):
-        """Integrate from noise (scaled by ``temperature``) at t = 0 to data at t = 1."""
+    def sample(self, labels, cfg, num_steps, temperature, generator, return_trajectory, sampler=None, shift=None,
+               cfg_interval_start=None):
+        """Integrate from noise (scaled by ``temperature``) at t = 0 to data at t = 1. ``sampler``,
+        ``shift`` and ``cfg_interval_start`` override the model's settings for this call."""
         sampler = self.sampler if sampler is None else sampler
         shift = self.shift if shift is None else shift
         self._check_sampler(sampler, shift)
+        start = self.cfg_interval_start if cfg_interval_start is None else self._check_interval(cfg_interval_start)
         x0 = self.initial_noise(labels.shape[0], generator) * temperature
 
         def fn(x, t):
-            return self.guided_net(x, t, labels, cfg)
+            return self.guided_net(x, t, labels, cfg, interval_start=start)
 
         if sampler == "euler":
             return self.transport.sample_euler(fn, x0, num_steps, shift=shift, return_trajectory=return_trajectory)
