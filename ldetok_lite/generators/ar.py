@@ -37,8 +37,8 @@ ORDERS = ("raster", "random")
 def distinct_rows(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """(U, W) distinct rows of ``x`` (B, W), taken from ``x`` itself so gradients flow, and the
     (B,) index with ``distinct[index] == x``."""
-    _, inv = torch.unique(x.detach(), dim=0, return_inverse=True)
-    first = torch.full((int(inv.max()) + 1,), x.shape[0], device=x.device, dtype=inv.dtype)
+    uniq, inv = torch.unique(x.detach(), dim=0, return_inverse=True)
+    first = torch.full((uniq.shape[0],), x.shape[0], device=x.device, dtype=inv.dtype)
     first = first.scatter_reduce(0, inv, torch.arange(x.shape[0], device=x.device, dtype=inv.dtype), "amin")
     return x[first], inv
 
