@@ -81,7 +81,7 @@ def test_kv_cache_backbone_matches_full_prefix():
     caches = [{} for _ in m.blocks]
     steps = []
     for i in range(16):
-        x = cls.unsqueeze(1) if i == 0 else m.x_embedder(tok_ord[:, i - 1:i])
+        x = m.bos_token.expand(3, 1, -1) if i == 0 else m.x_embedder(tok_ord[:, i - 1:i])
         steps.append(m.run(m.embed(x, orders, i), cls, i, caches)[:, 0])
     torch.testing.assert_close(torch.stack(steps, 1), full, atol=1e-5, rtol=1e-5)
 
@@ -204,3 +204,22 @@ def test_adaln_once_per_class_equals_per_sample():
     per_sample = blk(h, x.detach().unsqueeze(1) + steps, causal=True)
     once = blk(h, distinct.detach().unsqueeze(1) + steps, causal=True, c_index=inv)
     torch.testing.assert_close(once, per_sample)
+
+
+@pytest.mark.parametrize("name", ["RasterAR_tiny", "RandomAR_base"])
+def test_starts_from_a_learned_bos_and_zero_final_adaln(name):
+    """As the official ARDiff: the first input is a learned BOS token (the class enters only through
+    adaLN and the final layer), and the final layer's adaLN starts at zero."""
+    torch.manual_seed(0)
+    with torch.device("meta") if name.endswith("base") else torch.device("cpu"):
+        m = create_generator(name)
+    assert m.bos_token.shape == (1, 1, m.hidden_size)
+    if name.endswith("base"):
+        return
+    assert m.bos_token.abs().sum() > 0
+    assert torch.count_nonzero(m.final_adaLN[-1].weight) == 0 and torch.count_nonzero(m.final_adaLN[-1].bias) == 0
+    # the first input does not depend on the class: only the conditions of the blocks do
+    tokens = torch.randn(2, 64, 8)
+    orders = m.orders(2, generator=torch.Generator().manual_seed(0))
+    h = m.inputs(to_order(tokens, orders)[:, :-1])
+    torch.testing.assert_close(h[:, 0], m.bos_token[0].expand(2, -1))

@@ -232,3 +232,18 @@ def test_no_cuda_calls_in_sources():
     src = Path(M.__file__).parent
     for name in ("diffloss.py", "mar.py", "ar.py"):
         assert ".cuda(" not in (src / name).read_text()
+
+
+@pytest.mark.parametrize("size", ["tiny", "base", "large"])
+def test_mlp_dropout_is_zero_at_every_size(size):
+    """The official README runs pass --no_dropout_in_mlp: no dropout inside the MLPs, while the
+    attention and its projection keep the size's dropout (0.1 at base/large)."""
+    with torch.device("meta"):
+        m = create_generator(f"MAR_{size}")
+    want = {"tiny": 0.0, "base": 0.1, "large": 0.1}[size]
+    blocks = list(m.encoder_blocks) + list(m.decoder_blocks)
+    assert len(blocks) == 2 * m.depth
+    for blk in blocks:
+        mlp_drops = [d.p for d in blk.mlp.modules() if isinstance(d, torch.nn.Dropout)]
+        assert mlp_drops and all(p == 0.0 for p in mlp_drops), mlp_drops
+        assert blk.attn.attn_drop.p == want and blk.attn.proj_drop.p == want

@@ -5,11 +5,13 @@ same for every sample) and ``random`` (a fresh permutation per sample, every ste
 
 Sequence (L = h·w tokens, order o): inputs ``[BOS, x_o0, …, x_o(L−2)]``; position i predicts
 ``x_oi``. Every input gets
-- the embedding of its token (BOS = the class embedding; the null class for the unconditional branch),
+- the embedding of its token (BOS is a learned token, the same for every class: the class enters
+  only through adaLN and the final layer, as in the official ``models/ardiff.py``),
 - ``pos_embed`` of its **own** grid position (index 0 for BOS, 1 + o_(i−1) otherwise), and
 - ``target_pos_embed`` of the position **to be predicted**, o_i (target-aware, as in RandAR),
 then ``ln_pre``. Blocks are causal adaLN blocks conditioned per token on class embedding + a learned
-per-step embedding. A LayerNorm modulated by the class embedding gives the DiffLoss condition z_i.
+per-step embedding. A LayerNorm modulated by the class embedding (zero-initialised, so it starts
+as the plain LayerNorm) gives the DiffLoss condition z_i.
 
 Sampling takes L sequential steps with a **KV cache** (one new token per step through the
 backbone); ``use_kv_cache=False`` recomputes the whole prefix every step (what the paper's code
@@ -73,6 +75,7 @@ class ARDiff(Generator):
         W = hidden_size
         self.y_embedder = LabelEmbedder(num_classes, W, label_drop)  # null row = ``fake_latent``
         self.x_embedder = nn.Linear(in_channels, W)
+        self.bos_token = nn.Parameter(torch.zeros(1, 1, W))  # the first input of every sequence
         self.pos_embed = nn.Parameter(torch.zeros(1, L + 1, W))  # 0: BOS, 1 + j: grid position j
         self.target_pos_embed = nn.Parameter(torch.zeros(1, L, W))
         self.timesteps_embeddings = nn.Parameter(torch.zeros(1, L + 1, W))  # per AR step
@@ -90,18 +93,19 @@ class ARDiff(Generator):
         self.max_num_steps = self.diffloss.diffusion.num_timesteps
 
     def initialize_weights(self):
-        """xavier-uniform Linear, N(0, 0.02) embeddings, zero adaLN (blocks start as identity)."""
+        """As ``ARDiff.initialize_weights``: xavier-uniform Linear, N(0, 0.02) embeddings and BOS, zero
+        adaLN in every block and in the final layer (blocks start as the identity, z as a LayerNorm)."""
         for m in self.modules():
             if isinstance(m, nn.Linear):
                 nn.init.xavier_uniform_(m.weight)
                 if m.bias is not None:
                     nn.init.zeros_(m.bias)
-        for p in (self.y_embedder.embedding_table.weight, self.pos_embed, self.target_pos_embed,
+        for p in (self.y_embedder.embedding_table.weight, self.bos_token, self.pos_embed, self.target_pos_embed,
                   self.timesteps_embeddings):
             nn.init.normal_(p, std=0.02)
-        for blk in self.blocks:
-            nn.init.zeros_(blk.adaLN_modulation[-1].weight)
-            nn.init.zeros_(blk.adaLN_modulation[-1].bias)
+        for lin in [blk.adaLN_modulation[-1] for blk in self.blocks] + [self.final_adaLN[-1]]:
+            nn.init.zeros_(lin.weight)
+            nn.init.zeros_(lin.bias)
 
     # -- orders ---------------------------------------------------------------------------------
 
@@ -139,14 +143,15 @@ class ARDiff(Generator):
         shift, scale = self.final_adaLN(class_emb).chunk(2, dim=-1)
         return modulate(self.final_norm(h), shift, scale)
 
-    def inputs(self, tokens_ord: torch.Tensor, class_emb: torch.Tensor) -> torch.Tensor:
-        """[BOS = class embedding, embed(x_o0), …] for the first 1 + tokens_ord.shape[1] steps."""
-        return torch.cat([class_emb.unsqueeze(1), self.x_embedder(tokens_ord)], dim=1)
+    def inputs(self, tokens_ord: torch.Tensor) -> torch.Tensor:
+        """[BOS, embed(x_o0), …] for the first 1 + tokens_ord.shape[1] steps."""
+        bos = self.bos_token.to(tokens_ord.dtype).expand(tokens_ord.shape[0], 1, -1)
+        return torch.cat([bos, self.x_embedder(tokens_ord)], dim=1)
 
     def conditions(self, tokens: torch.Tensor, orders: torch.Tensor, class_emb: torch.Tensor) -> torch.Tensor:
         """Teacher forcing: z (B, L, W) for every step given grid tokens (B, L, C) and orders."""
         tokens_ord = to_order(tokens, orders)
-        h = self.embed(self.inputs(tokens_ord[:, :-1], class_emb), orders, 0)
+        h = self.embed(self.inputs(tokens_ord[:, :-1]), orders, 0)
         return self.run(h, class_emb, 0)
 
     # -- training -------------------------------------------------------------------------------
@@ -186,11 +191,12 @@ class ARDiff(Generator):
         for i in range(L):
             if use_kv_cache:  # only the newest input goes through the backbone
                 prev = tokens_ord[:, i - 1:i]
-                x = class_emb.unsqueeze(1) if i == 0 else self.x_embedder(torch.cat([prev, prev]) if guided else prev)
+                prev = torch.cat([prev, prev]) if guided else prev
+                x = self.bos_token.expand(prev.shape[0], 1, -1) if i == 0 else self.x_embedder(prev)
                 z = self.run(self.embed(x, orders_in, i), class_emb, i, caches, classes)[:, 0]
             else:  # recompute the whole prefix
                 known = tokens_ord[:, :i]
-                h = self.embed(self.inputs(torch.cat([known, known]) if guided else known, class_emb), orders_in, 0)
+                h = self.embed(self.inputs(torch.cat([known, known]) if guided else known), orders_in, 0)
                 z = self.run(h, class_emb, 0, classes=classes)[:, -1]
             s = linear_cfg(cfg, i / L) if cfg_schedule == "linear" else cfg
             tok = self.diffloss.sample(z[:b], temperature=temperature, cfg=s, z_uncond=z[b:] if guided else None,

@@ -24,6 +24,7 @@ import math
 
 import torch
 import torch.nn as nn
+from timm.layers import Mlp
 from timm.models.vision_transformer import Block
 
 from .base import Generator, register
@@ -152,12 +153,22 @@ def token_steps(trajectory: list[torch.Tensor]) -> torch.Tensor:
 # ---------------------------------------------------------------------------------------------
 
 
+class MlpWithoutDropout(Mlp):
+    """timm's ``Mlp`` with its dropout fixed at 0. timm's ``Block`` hands its ``proj_drop`` to the
+    MLP as well; the official MAR runs all pass ``--no_dropout_in_mlp`` (``models/layers.py``,
+    ``Block``), so only the attention and its output projection keep their dropout."""
+
+    def __init__(self, *args, drop=0.0, **kwargs):
+        super().__init__(*args, drop=0.0, **kwargs)
+
+
+
 class MAR(Generator):
     """MAR (DETOK_SPEC §4.2) with a DiffLoss head (§4.6).
 
     Args beyond :class:`Generator`'s: ``hidden_size``, ``depth`` (blocks in the encoder and again
     in the decoder), ``num_heads``, ``buffer_size`` (class-embedding slots), ``dropout``
-    (attention and projection dropout; MLP dropout is 0 as in the README runs), ``head_width``,
+    (attention and attention-projection dropout; the MLP has none, as in every official README run), ``head_width``,
     ``head_depth``, ``head_steps`` (default head DDPM steps at sampling), ``batch_mul``,
     ``num_iter`` (default MAR steps), ``mask_rate_min`` (0.7), ``clip_x0`` (the head's x̂₀ bound while
     sampling; None in the paper, 5 at ``tiny``: see :class:`~ldetok_lite.generators.diffloss.DiffLoss`).
@@ -198,7 +209,8 @@ class MAR(Generator):
         def blocks():
             return nn.ModuleList(
                 Block(W, num_heads, mlp_ratio=4.0, qkv_bias=True, proj_drop=dropout, attn_drop=dropout,
-                      norm_layer=functools.partial(nn.LayerNorm, eps=1e-6)) for _ in range(depth))
+                      norm_layer=functools.partial(nn.LayerNorm, eps=1e-6), mlp_layer=MlpWithoutDropout)
+                for _ in range(depth))
 
         self.encoder_blocks = blocks()
         self.encoder_norm = nn.LayerNorm(W, eps=1e-6)
