@@ -4,18 +4,24 @@ Public names are imported lazily, so ``import ldetok_lite`` is fast and a notebo
 what it uses::
 
     from ldetok_lite import create_tokenizer, interpolative_noise, load_preset
+
+The layout (README, "The library"): the teaching core flat in the order the notebooks teach it
+(``config``, ``presets``, ``corruption``, ``tokenizer``, ``losses``, ``generators``, ...), and one
+package per wing: ``training``, ``evaluation``, ``experiments``, ``cli``.
 """
 
 from __future__ import annotations
 
 import importlib
 
-__version__ = "0.1.0"
+from . import _compat
+
+__version__ = "0.2.0"
 
 _PUBLIC = {
-    # config and device
-    "load_preset": "config", "Preset": "config", "DataConfig": "config", "TokenizerConfig": "config",
-    "TrainConfig": "config", "GeneratorConfig": "config", "EvalConfig": "config", "ConfigError": "config",
+    # configs, presets and device
+    "Preset": "config", "DataConfig": "config", "TokenizerConfig": "config", "TrainConfig": "config",
+    "GeneratorConfig": "config", "EvalConfig": "config", "ConfigError": "config", "load_preset": "presets",
     "pick_device": "device", "seed_everything": "device", "autocast": "device",
     # data
     "ShapesDataset": "data", "SHAPES_CLASSES": "data", "sample_photos": "data", "make_dataset": "data",
@@ -24,18 +30,19 @@ _PUBLIC = {
     "interpolative_noise": "corruption", "additive_noise": "corruption", "sample_tau": "corruption",
     "sample_mask_ratio": "corruption", "random_mask": "corruption",
     # tokenizer (notebooks/02)
-    "create_tokenizer": "tokenizer", "load_official_checkpoint": "tokenizer", "DeTok": "tokenizer",
-    # training and checkpoints (notebooks/03)
-    "train_tokenizer": "train", "train_generator": "train", "get_tokenizer": "artifacts",
-    "get_generator": "artifacts", "from_pretrained": "checkpoint", "save_pretrained": "checkpoint",
+    "create_tokenizer": "tokenizer", "DeTok": "tokenizer", "load_official_checkpoint": "convert",
+    # training, checkpoints and the model cache (notebooks/03)
+    "train_tokenizer": "training", "train_generator": "training", "get_tokenizer": "experiments.cache",
+    "get_generator": "experiments.cache", "from_pretrained": "pretrained", "save_pretrained": "checkpoint",
     "psnr": "metrics", "ssim": "metrics",
     # generators (notebooks/05-09)
     "create_generator": "generators", "decode_latents": "generators", "list_generators": "generators",
-    # viz and notebooks
-    "image_grid": "viz", "setup": "notebook",
+    # evaluation, figures and notebooks
+    "compute_metrics": "evaluation", "class_accuracy": "evaluation", "image_grid": "viz", "setup": "notebook",
 }
 
 __all__ = sorted(_PUBLIC) + ["__version__"]
+_compat.install()
 
 
 def __getattr__(name: str):

@@ -1,6 +1,6 @@
-"""Checkpoints: safetensors weights + JSON config, a separate resumable state, atomic writes.
+"""The checkpoint format: safetensors weights, a JSON config, a separate resumable state.
 
-Layout of one checkpoint directory (DESIGN §3 "Checkpoints"; compare DETOK_SPEC §3.3)::
+Layout of one checkpoint directory (compare the official ``utils/misc.py``, ``save_checkpoint``)::
 
     <out_dir>/checkpoints/step_000500/
         model.safetensors       the online weights
@@ -14,25 +14,32 @@ A directory is written under a temporary name and renamed into place once its ma
 so a kill at any moment leaves either a complete checkpoint or a ``*.tmp*`` leftover that is
 ignored (and cleaned). :func:`latest_checkpoint` verifies the manifest (sizes and digests) and
 falls back to the previous complete checkpoint when the newest one is truncated or corrupt.
-``from_pretrained`` rebuilds a model from ``model.spec`` through ``create_tokenizer`` /
-``create_generator``; it accepts a checkpoint directory or a run directory (newest checkpoint).
+Building a model from a checkpoint is ``ldetok_lite.pretrained.from_pretrained``.
 """
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
-import pickle
-import re
 import shutil
 import time
 import warnings
 from pathlib import Path
-from typing import Any
 
 import torch
 import torch.nn as nn
+
+from . import _compat
+from .io import (
+    FileContentError,
+    atomic_write,
+    fsync_dir,
+    safe_torch_load,
+    save_tensors_atomic,
+    sha256_file,
+    write_json_atomic,
+)
+from .io import load_tensors as _load_tensor_file
 
 MANIFEST = "MANIFEST.json"
 MODEL_FILE = "model.safetensors"
@@ -43,115 +50,8 @@ CKPT_SUBDIR = "checkpoints"
 FORMAT_VERSION = 1
 
 
-class CheckpointError(RuntimeError):
+class CheckpointError(FileContentError):
     """A checkpoint is missing, incomplete, corrupt or unsafe. The message names the path."""
-
-
-# ----------------------------------------------------------------------------------------------
-# safe primitives
-# ----------------------------------------------------------------------------------------------
-
-
-def safe_torch_load(path: str | os.PathLike, map_location: Any = "cpu") -> Any:
-    """``torch.load(path, weights_only=True)``; a file that carries a pickled Python object is refused.
-
-    Raises :class:`CheckpointError` naming the file (never executes pickled code).
-    """
-    path = Path(path)
-    if not path.is_file():
-        raise CheckpointError(f"checkpoint file {str(path)!r} does not exist")
-    try:
-        return torch.load(path, map_location=map_location, weights_only=True)
-    except pickle.UnpicklingError as e:
-        text = str(e)
-        m = re.search(r"Unsupported global: GLOBAL (\S+)", text)
-        if m:
-            raise CheckpointError(
-                f"refusing to load {str(path)!r}: it carries a pickled Python object ({m.group(1)}), not only "
-                "tensors and plain containers; loading it could run code. Only load files you trust, and "
-                "then convert them to safetensors"
-            ) from None
-        last = text.strip().splitlines()[-1][:200] if text.strip() else "unpickling failed"
-        raise CheckpointError(f"cannot read {str(path)!r}: not a PyTorch tensor file, or truncated/corrupt "
-                              f"({last})") from None
-    except (RuntimeError, EOFError, OSError, ValueError) as e:
-        raise CheckpointError(f"cannot read {str(path)!r} (truncated or corrupt?): {e}") from None
-
-
-def _fsync_dir(path: Path) -> None:
-    try:
-        fd = os.open(path, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
-
-
-def _write_atomic(path: Path, write_fn) -> None:
-    """Write via ``write_fn(tmp_path)`` to a temporary sibling, fsync, then rename over ``path``."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    try:
-        write_fn(tmp)
-        with open(tmp, "rb+") as f:
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
-
-
-def write_json_atomic(path: str | os.PathLike, data: Any) -> Path:
-    path = Path(path)
-    _write_atomic(path, lambda t: t.write_text(json.dumps(data, indent=2, sort_keys=False, default=_json_default)))
-    return path
-
-
-def save_tensors_atomic(path: str | os.PathLike, tensors: dict[str, torch.Tensor], metadata=None) -> Path:
-    """Save a flat tensor dict as safetensors atomically (contiguous CPU copies; shared storage is split)."""
-    from safetensors.torch import save_file
-
-    clean = {k: v.detach().to("cpu").contiguous().clone() for k, v in tensors.items()}
-    path = Path(path)
-    _write_atomic(path, lambda t: save_file(clean, str(t), metadata=metadata))
-    return path
-
-
-def load_tensors(path: str | os.PathLike, device: str | torch.device = "cpu") -> dict[str, torch.Tensor]:
-    from safetensors.torch import load_file
-
-    path = Path(path)
-    if not path.is_file():
-        raise CheckpointError(f"weights file {str(path)!r} does not exist")
-    try:
-        return load_file(str(path), device=str(device))
-    except Exception as e:  # safetensors raises its own error types
-        raise CheckpointError(f"cannot read {str(path)!r} (truncated or corrupt?): {e}") from None
-
-
-def _json_default(o):
-    if hasattr(o, "to_dict"):
-        return o.to_dict()
-    if isinstance(o, Path):
-        return str(o)
-    if isinstance(o, torch.Tensor):
-        return o.tolist()
-    if isinstance(o, tuple):
-        return list(o)
-    raise TypeError(f"{type(o).__name__} is not JSON serialisable")
-
-
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def model_state(model: nn.Module) -> dict[str, torch.Tensor]:
@@ -181,10 +81,10 @@ def _config_payload(model: nn.Module, config: dict | None, step: int | None) -> 
 def _finish_dir(tmp: Path, final: Path) -> Path:
     """Write the manifest last, then rename the temporary directory into place."""
     files = sorted(p for p in tmp.iterdir() if p.is_file() and p.name != MANIFEST)
-    manifest = {"format": FORMAT_VERSION, "files": {p.name: {"size": p.stat().st_size, "sha256": _sha256(p)}
+    manifest = {"format": FORMAT_VERSION, "files": {p.name: {"size": p.stat().st_size, "sha256": sha256_file(p)}
                                                     for p in files}}
     write_json_atomic(tmp / MANIFEST, manifest)
-    _fsync_dir(tmp)
+    fsync_dir(tmp)
     if final.exists():  # an older copy of the same step (e.g. a re-run): replace it
         old = final.with_name(final.name + f".old{os.getpid()}")
         os.replace(final, old)
@@ -192,7 +92,7 @@ def _finish_dir(tmp: Path, final: Path) -> Path:
         shutil.rmtree(old, ignore_errors=True)
     else:
         os.replace(tmp, final)
-    _fsync_dir(final.parent)
+    fsync_dir(final.parent)
     return final
 
 
@@ -221,7 +121,7 @@ def save_pretrained(model: nn.Module, directory: str | os.PathLike, ema_state: d
         for name, sd in (extra_tensors or {}).items():
             save_tensors_atomic(tmp / f"extra_{name}.safetensors", sd)
         if train_state is not None:
-            _write_atomic(tmp / STATE_FILE, lambda t: torch.save(train_state, t))
+            atomic_write(tmp / STATE_FILE, lambda f: torch.save(train_state, f))
         write_json_atomic(tmp / CONFIG_FILE, _config_payload(model, config, step))
         return _finish_dir(tmp, final)
     except BaseException:
@@ -246,7 +146,7 @@ def verify_checkpoint(directory: str | os.PathLike) -> None:
         if p.stat().st_size != info["size"]:
             raise CheckpointError(f"checkpoint file {str(p)!r} is truncated ({p.stat().st_size} bytes, "
                                   f"expected {info['size']})")
-        if _sha256(p) != info["sha256"]:
+        if sha256_file(p) != info["sha256"]:
             raise CheckpointError(f"checkpoint file {str(p)!r} is corrupt (SHA-256 does not match the manifest)")
 
 
@@ -320,22 +220,6 @@ def read_config(path: str | os.PathLike) -> dict:
     return json.loads((d / CONFIG_FILE).read_text())
 
 
-def build_from_spec(spec: dict) -> nn.Module:
-    """Instantiate a fresh model from ``{"kind", "name", "kwargs"}`` via the registries."""
-    if not isinstance(spec, dict) or "kind" not in spec or "name" not in spec:
-        raise CheckpointError(f"cannot rebuild a model from spec {spec!r}; expected keys kind, name, kwargs")
-    kwargs = dict(spec.get("kwargs") or {})
-    if spec["kind"] == "tokenizer":
-        from ldetok_lite.tokenizer import create_tokenizer
-
-        return create_tokenizer(spec["name"], **kwargs)
-    if spec["kind"] == "generator":
-        from ldetok_lite.generators import create_generator
-
-        return create_generator(spec["name"], **kwargs)
-    raise CheckpointError(f"unknown model kind {spec['kind']!r}; allowed: tokenizer, generator")
-
-
 def load_weights(model: nn.Module, directory: str | os.PathLike, which: str = "ema", strict: bool = True) -> nn.Module:
     """Load ``model``/``ema`` safetensors from a checkpoint into ``model`` (in place)."""
     if which not in ("ema", "model"):
@@ -357,29 +241,21 @@ def load_weights(model: nn.Module, directory: str | os.PathLike, which: str = "e
     return model
 
 
-def from_pretrained(directory: str | os.PathLike, which: str = "ema", device: str | torch.device = "cpu",
-                    log=None) -> nn.Module:
-    """Rebuild a model from ``config.json``'s spec and load its weights; returned in eval mode.
-
-    ``directory``: a checkpoint directory or a run ``out_dir`` (its newest complete checkpoint).
-    ``which``: ``"ema"`` (default; falls back to the online weights if no EMA was saved) or ``"model"``.
-    """
-    if which not in ("ema", "model"):
-        raise ValueError(f"which={which!r} is not known; allowed: 'ema', 'model'")
-    from ldetok_lite.device import pick_device
-
-    d = resolve_checkpoint(directory, log=log)
-    cfg = json.loads((d / CONFIG_FILE).read_text())
-    model = build_from_spec(cfg.get("spec"))
-    load_weights(model, d, which=which)
-    stats = d / "latent_stats.safetensors"
-    if stats.is_file() and hasattr(model, "set_latent_stats"):
-        s = load_tensors(stats)
-        model.set_latent_stats(s["mean"], s["std"])
-    model.checkpoint_dir = str(d)
-    return model.to(pick_device(device)).eval()
-
-
 def load_train_state(directory: str | os.PathLike) -> dict:
     """The resumable state of a checkpoint (``torch.load(weights_only=True)``)."""
-    return safe_torch_load(Path(directory) / STATE_FILE)
+    try:
+        return safe_torch_load(Path(directory) / STATE_FILE)
+    except (FileContentError, FileNotFoundError) as e:
+        raise CheckpointError(f"checkpoint {str(directory)!r}: {e}") from None
+
+
+def load_tensors(path: str | os.PathLike, device: str | torch.device = "cpu") -> dict[str, torch.Tensor]:
+    """A safetensors file of a checkpoint; :class:`CheckpointError` when missing or unreadable."""
+    try:
+        return _load_tensor_file(path, device)
+    except (FileContentError, FileNotFoundError) as e:
+        raise CheckpointError(str(e)) from None
+
+
+def __getattr__(name: str):  # names that moved to another module in this release (ldetok_lite._compat)
+    return _compat.moved_attribute(__name__, name)

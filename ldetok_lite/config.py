@@ -1,18 +1,9 @@
-"""Frozen run configurations and the named presets (smoke, tiny, small, full).
+"""Frozen dataclasses: the schema of every model and run (the values live in ``presets.py``).
 
-Every model and run is described by a frozen dataclass. ``cfg.replace(**overrides)`` returns a
+Every model and run is described by a frozen dataclass. ``config.replace(**overrides)`` returns a
 new config and rejects unknown keys and wrong types with a one-line message, so a typo in a
 notebook parameter or a CLI flag never passes silently. Configs round-trip through JSON and are
-saved next to every checkpoint.
-
-Presets (see README, "Presets"):
-
-- ``smoke``: for the test suite; seconds per notebook on a CPU.
-- ``tiny``: a 2-core laptop with no GPU and no internet; minutes per notebook.
-- ``tiny-long``: tiny's data and models trained longer (about 20 minutes per model on 2 cores):
-  the recipe of the reference models shipped with the kit.
-- ``small``: one GPU, about an hour (ImageNet at 128 px or a subset).
-- ``full``: the paper's ImageNet-256 setting (DETOK_SPEC §3, §4).
+saved next to every checkpoint. Taught in notebooks/00_welcome and 03_train_tokenizer.
 """
 
 from __future__ import annotations
@@ -21,21 +12,24 @@ import dataclasses
 import difflib
 import json
 import math
+import re
 import types
 import typing
 from dataclasses import dataclass, field, fields
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
-PRESET_NAMES = ("smoke", "tiny", "tiny-long", "small", "full")
+from . import _compat
+from .io import write_text_atomic
 
 
 class ConfigError(ValueError):
     """A configuration value or key is not allowed. The message names it and what is allowed."""
 
 
-def _suggest(name: str, choices) -> str:
-    close = difflib.get_close_matches(name, list(choices), n=1)
+def suggest(name: str, choices) -> str:
+    """`` (did you mean 'x'?)`` for the closest of ``choices``, or an empty string."""
+    close = difflib.get_close_matches(str(name), [str(c) for c in choices], n=1)
     return f" (did you mean {close[0]!r}?)" if close else ""
 
 
@@ -70,7 +64,12 @@ def _type_name(tp: Any) -> str:
 
 @dataclass(frozen=True)
 class Config:
-    """Base class: strict ``replace``, validation, and JSON round trips."""
+    """Base class: strict ``replace``, validation, and JSON round trips.
+
+    ``RENAMED`` maps field names of earlier releases to today's, so configs saved by them load.
+    """
+
+    RENAMED: ClassVar[dict[str, str]] = {}
 
     def __post_init__(self):
         hints = typing.get_type_hints(type(self))
@@ -104,7 +103,7 @@ class Config:
         for key in overrides:
             if key not in names:
                 raise ConfigError(
-                    f"unknown {type(self).__name__} key {key!r}{_suggest(key, names)}; "
+                    f"unknown {type(self).__name__} key {key!r}{suggest(key, names)}; "
                     f"allowed: {', '.join(names)}"
                 )
         return dataclasses.replace(self, **overrides)
@@ -114,29 +113,39 @@ class Config:
 
     @classmethod
     def from_dict(cls, data: dict) -> "Config":
+        """Build from a dict (e.g. a saved ``config.json``); renamed fields of earlier releases are
+        accepted, missing fields take their defaults, unknown ones raise ``ConfigError``."""
+        if not isinstance(data, dict):
+            raise ConfigError(f"{cls.__name__} must be built from a JSON object, got {type(data).__name__}")
+        data = {cls.RENAMED.get(k, k): v for k, v in data.items()}
         names = cls.field_names()
         unknown = [k for k in data if k not in names]
         if unknown:
-            raise ConfigError(f"unknown {cls.__name__} key {unknown[0]!r}; allowed: {', '.join(names)}")
+            raise ConfigError(f"unknown {cls.__name__} key {unknown[0]!r}{suggest(unknown[0], names)}; "
+                              f"allowed: {', '.join(names)}")
         return cls(**data)
 
     def to_json(self) -> str:
         return json.dumps({"__class__": type(self).__name__, **self.to_dict()}, indent=2, sort_keys=False)
 
     def save_json(self, path: str | Path) -> Path:
-        """Write the config as JSON atomically (temporary name, then rename)."""
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(path.name + ".tmp")
-        tmp.write_text(self.to_json())
-        tmp.replace(path)
-        return path
+        """Write the config as JSON atomically."""
+        return write_text_atomic(path, self.to_json())
 
     @classmethod
     def load_json(cls, path: str | Path) -> "Config":
-        data = json.loads(Path(path).read_text())
+        """Read a config written by :meth:`save_json`; a file of another shape raises ``ConfigError``."""
+        path = Path(path)
+        try:
+            data = json.loads(path.read_text())
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+            raise ConfigError(f"cannot read the config {str(path)!r}: {e}") from None
+        if not isinstance(data, dict):
+            raise ConfigError(f"{str(path)!r} holds a JSON {type(data).__name__}, not a {cls.__name__} object")
         name = data.pop("__class__", cls.__name__)
-        target = CONFIG_CLASSES.get(name, cls)
+        target = CONFIG_CLASSES.get(name)
+        if target is None or not issubclass(target, cls):
+            raise ConfigError(f"{str(path)!r} holds a {name!r}, not a {cls.__name__}")
         return target.from_dict(data)
 
 
@@ -159,7 +168,7 @@ def _check_choice(obj, name, choices):
     v = getattr(obj, name)
     if v not in choices:
         raise ConfigError(
-            f"{type(obj).__name__}.{name}={v!r} is not known{_suggest(str(v), choices)}; "
+            f"{type(obj).__name__}.{name}={v!r} is not known{suggest(str(v), choices)}; "
             f"allowed: {', '.join(map(str, choices))}"
         )
 
@@ -169,7 +178,7 @@ DATASETS = ("shapes", "photos", "cifar10", "mnist", "imagefolder")
 
 @dataclass(frozen=True)
 class DataConfig(Config):
-    """Which images to train on (see ``ldetok_lite.data``)."""
+    """Which images to train on (see ``ldetok_lite.data``; notebooks/00_welcome)."""
 
     dataset: str = "shapes"  # shapes | photos | cifar10 | mnist | imagefolder
     img_size: int = 32
@@ -191,7 +200,8 @@ class DataConfig(Config):
 
 @dataclass(frozen=True)
 class TokenizerConfig(Config):
-    """The tokenizer and its training-time corruption and losses (DETOK_SPEC §1-§3)."""
+    """The tokenizer and its training-time corruption and losses (paper §3; official
+    ``models/detok.py`` and ``utils/losses.py``; notebooks 01-03)."""
 
     model: str = "detok_tiny"
     patch_size: int = 4
@@ -203,19 +213,30 @@ class TokenizerConfig(Config):
     perceptual_weight: float = 0.0  # LPIPS-VGG (+ 0.1 ConvNeXt logits); needs weights
     perceptual_net: str = "lpips-vgg"  # lpips-vgg | lpips-convnext | lpips-random (offline tests)
     kl_weight: float = 1e-6
-    gan_weight: float = 0.0  # the effective paper value is 0.1 (DETOK_SPEC §2)
+    gan_weight: float = 0.0  # the value in effect in the official code is 0.1 (utils/builders.py)
     gan_start_step: int = 0
-    decoder_only: bool = False  # decoder fine-tune (DETOK_SPEC §3.2)
-    # none | plain: the corrupted variants continue from the preset's trained plain AE instead of
-    # starting from scratch (small CPU budgets; TOY_SCALE_NOTES "Lessons"). The paper: none.
+    decoder_only: bool = False  # the decoder fine-tune (official README, --train_decoder_only)
+    # none | plain: continue from a plain AE instead of starting from scratch (small CPU budgets;
+    # notebook 10 says why). The paper: none. The plain AE is this tokenizer without corruption,
+    # trained for warm_start_steps (0: the same steps) with seed warm_start_seed (-1: the same seed).
     warm_start: str = "none"
+    warm_start_steps: int = 0
+    warm_start_seed: int = -1
+
+    @property
+    def is_plain(self) -> bool:
+        """No latent noise and no masking: a plain autoencoder."""
+        return self.gamma == 0 and self.mask_ratio == 0
 
     def as_plain(self) -> "TokenizerConfig":
         """This tokenizer without corruption or warm start: the plain AE the variants start from."""
-        return self.replace(gamma=0.0, mask_ratio=0.0, use_additive_noise=False, warm_start="none")
+        return self.replace(gamma=0.0, mask_ratio=0.0, use_additive_noise=False, warm_start="none",
+                            warm_start_steps=0, warm_start_seed=-1)
 
     def validate(self):
         _check_choice(self, "warm_start", ("none", "plain"))
+        _check_range(self, "warm_start_steps", lo=0)
+        _check_range(self, "warm_start_seed", lo=-1)
         _check_range(self, "patch_size", lo=1)
         _check_range(self, "token_channels", lo=1)
         _check_range(self, "gamma", lo=0.0)
@@ -229,7 +250,8 @@ class TokenizerConfig(Config):
 
 @dataclass(frozen=True)
 class TrainConfig(Config):
-    """Optimisation settings shared by tokenizer and generator training (DETOK_SPEC §3)."""
+    """Optimisation settings shared by tokenizer and generator training (official
+    ``main_reconstruction.py``, ``main_diffusion.py``; notebook 03)."""
 
     steps: int = 500
     batch_size: int = 64
@@ -277,16 +299,18 @@ class TrainConfig(Config):
 
 @dataclass(frozen=True)
 class GeneratorConfig(Config):
-    """Generator size and sampling settings shared by the six families (DETOK_SPEC §4)."""
+    """Generator size and sampling settings shared by the six families (notebooks 05-09)."""
+
+    RENAMED = {"cfg": "cfg_scale"}
 
     size: str = "tiny"  # tiny | base | large | xl: combined with a family, e.g. SiT_tiny
     label_drop: float = 0.1
-    cfg: float = 1.0  # classifier-free guidance scale (1 = off)
+    cfg_scale: float = 1.0  # classifier-free guidance scale of the sample figures (1 = off)
     num_sampling_steps: int = 0  # 0 = the family's default
     temperature: float = 1.0
     cache_latents: bool = True  # precompute tokenizer latents once (a large CPU speed-up)
-    # per-channel normalisation: "mean" = statistics of the posterior means (the official code,
-    # DETOK_SPEC §4.0); "sample" = of the posterior samples the generator trains on (Var μ + E σ²),
+    # per-channel normalisation: "mean" = statistics of the posterior means (the official
+    # collect_tokenizer_stats); "sample" = of the posterior samples the generator trains on (Var μ + E σ²),
     # which keeps collapsed channels (σ >> spread of μ, common in small plain AEs) at unit scale
     latent_stats: str = "sample"
 
@@ -294,19 +318,22 @@ class GeneratorConfig(Config):
         _check_choice(self, "size", ("tiny", "base", "large", "xl", "huge"))
         _check_choice(self, "latent_stats", ("mean", "sample"))
         _check_range(self, "label_drop", lo=0.0, hi=1.0, hi_open=True)
-        _check_range(self, "cfg", lo=1.0)
+        _check_range(self, "cfg_scale", lo=1.0)
         _check_range(self, "num_sampling_steps", lo=0)
         _check_range(self, "temperature", lo=0.0, lo_open=True)
 
 
 @dataclass(frozen=True)
 class EvalConfig(Config):
-    """How many images and which feature network the metrics use (DETOK_SPEC §5)."""
+    """How many images and which feature network the metrics use (notebook 10; official
+    ``utils/train_utils.py``, ``evaluate_generator``)."""
+
+    RENAMED = {"cfg_list": "cfg_scales"}
 
     num_images: int = 1000
     batch_size: int = 100
     feature_net: str = "shapes-cnn"  # shapes-cnn (offline, trained on the embedded data) | inception
-    cfg_list: tuple[float, ...] = (1.0,)
+    cfg_scales: tuple[float, ...] = (1.0,)  # guidance scales to measure (a search picks the best)
 
     def validate(self):
         _check_range(self, "num_images", lo=1)
@@ -327,7 +354,8 @@ class Preset(Config):
     eval: EvalConfig = field(default_factory=EvalConfig)
 
     def validate(self):
-        _check_choice(self, "name", PRESET_NAMES)
+        if not re.fullmatch(r"[a-z0-9][a-z0-9_-]*", self.name):
+            raise ConfigError(f"Preset.name={self.name!r} must be a short lower-case name such as 'tiny'")
 
     def override(self, **flat) -> "Preset":
         """Apply dotted overrides such as ``{"tokenizer.gamma": 0.0, "data.img_size": 64}``."""
@@ -340,111 +368,43 @@ class Preset(Config):
                 )
             group, sub = key.split(".", 1)
             if group not in self.field_names() or group == "name":
-                raise ConfigError(f"unknown config group {group!r}{_suggest(group, self.field_names())}")
+                raise ConfigError(f"unknown config group {group!r}{suggest(group, self.field_names())}")
             groups.setdefault(group, {})[sub] = value
         new = {g: getattr(self, g).replace(**kv) for g, kv in groups.items()}
         return self.replace(**new)
 
 
-def _smoke() -> Preset:
-    return Preset(
-        name="smoke",
-        data=DataConfig(num_train=256, num_val=64),
-        tokenizer=TokenizerConfig(warm_start="plain"),
-        tokenizer_train=TrainConfig(steps=6, batch_size=16, blr=1e-3, warmup_frac=0.1, log_every=2),
-        generator=GeneratorConfig(num_sampling_steps=4),
-        generator_train=TrainConfig(
-            steps=6, batch_size=16, lr=2e-4, lr_schedule="constant", warmup_frac=0.0,
-            weight_decay=0.0, grad_clip=0.0, ema_decay=0.9999, log_every=2,
-        ),
-        eval=EvalConfig(num_images=64, batch_size=32),
-    )
-
-
-def _tiny() -> Preset:
-    return Preset(
-        name="tiny",
-        data=DataConfig(num_train=20000, num_val=1000),
-        # l-DeTok from scratch needs >= 10x this budget (TOY_SCALE_NOTES); continuing from the plain
-        # AE gives recognisable reconstructions in the same 1000 steps (issue 5 note).
-        tokenizer=TokenizerConfig(warm_start="plain"),
-        # 32k images per tokenizer (~230 CPU-seconds single-threaded). At this compute, 1000 steps of 32
-        # beat 500 of 64 (l-DeTok 25.7 vs 24.5 dB) and lr 2e-3 beats 1e-3 and 4e-3 (issue 4 tuning note).
-        tokenizer_train=TrainConfig(steps=1000, batch_size=32, blr=1.6e-2, warmup_frac=0.05, ema_decay=0.98,
-                                    log_every=50),
-        generator=GeneratorConfig(),
-        # 3000 steps of 64 gave clearer samples than 1500 of 128 (and as clear as 3000 of 128) at
-        # this compute (issue 5 note)
-        generator_train=TrainConfig(
-            steps=3000, batch_size=64, lr=1e-3, lr_schedule="constant", warmup_frac=0.0,
-            weight_decay=0.0, grad_clip=0.0, ema_decay=0.995, log_every=200,
-        ),
-        eval=EvalConfig(num_images=1000, batch_size=200),
-    )
-
-
-def _tiny_long() -> Preset:
-    # the reference models: tiny's data and models, ~5x the tokenizer and ~7x the generator steps,
-    # with a cosine decay of the learning rate (about 20 minutes per model on 2 cores)
-    p = _tiny()
-    return p.replace(
-        name="tiny-long",
-        tokenizer_train=p.tokenizer_train.replace(steps=5000, warmup_frac=0.02, ema_decay=0.995, log_every=250,
-                                                  ckpt_every=2500),
-        generator_train=p.generator_train.replace(steps=20000, lr_schedule="cosine", warmup_frac=0.02, ema_decay=0.999,
-                                                  log_every=500, ckpt_every=5000),
-    )
-
-
-def _small() -> Preset:
-    return Preset(
-        name="small",
-        data=DataConfig(dataset="imagefolder", img_size=128, data_dir="data/imagenet", num_workers=8),
-        tokenizer=TokenizerConfig(model="detok_SS", patch_size=8, token_channels=16, perceptual_weight=1.0,
-                                  gan_weight=0.1, gan_start_step=15000),
-        tokenizer_train=TrainConfig(steps=30000, batch_size=128, blr=1e-4, log_every=100, ckpt_every=2000,
-                                    eval_every=5000),
-        generator=GeneratorConfig(size="base", num_sampling_steps=64, cache_latents=False),  # ImageNet: on the fly
-        generator_train=TrainConfig(
-            steps=30000, batch_size=256, lr=2e-4, lr_schedule="constant", warmup_frac=0.0,
-            weight_decay=0.0, grad_clip=0.0, ema_decay=0.9999, log_every=100, ckpt_every=2000,
-        ),
-        eval=EvalConfig(num_images=10000, batch_size=250, feature_net="inception", cfg_list=(1.0, 2.0, 3.0)),
-    )
-
-
-def _full() -> Preset:
-    # DETOK_SPEC §3.1: detok_BB at 256², global batch 1024, 200 epochs (~1251 steps each),
-    # γ=3, M=0.7, GAN from epoch 100, warmup 25%; generators: aligned constant lr 2e-4 (§3.4).
-    steps_per_epoch = 1251
-    return Preset(
-        name="full",
-        data=DataConfig(dataset="imagefolder", img_size=256, data_dir="data/imagenet", num_workers=10),
-        tokenizer=TokenizerConfig(model="detok_BB", patch_size=16, token_channels=16, perceptual_weight=1.0,
-                                  perceptual_net="lpips-convnext", gan_weight=0.1,
-                                  gan_start_step=100 * steps_per_epoch),
-        tokenizer_train=TrainConfig(steps=200 * steps_per_epoch, batch_size=1024, blr=1e-4, ema_decay=0.999,
-                                    log_every=100, ckpt_every=steps_per_epoch, eval_every=10 * steps_per_epoch),
-        generator=GeneratorConfig(size="base", num_sampling_steps=0, cache_latents=False, latent_stats="mean"),
-        generator_train=TrainConfig(
-            steps=100 * steps_per_epoch, batch_size=1024, lr=2e-4, lr_schedule="constant", warmup_frac=0.0,
-            weight_decay=0.0, grad_clip=0.0, ema_decay=0.9999, log_every=100, ckpt_every=steps_per_epoch,
-            eval_every=40 * steps_per_epoch,
-        ),
-        eval=EvalConfig(num_images=50000, batch_size=250, feature_net="inception", cfg_list=(1.0, 2.0, 3.0, 3.9)),
-    )
-
-
-_PRESETS = {"smoke": _smoke, "tiny": _tiny, "tiny-long": _tiny_long, "small": _small, "full": _full}
-
-
-def load_preset(name: str) -> Preset:
-    """The preset called ``name``; an unknown name raises ``ConfigError`` listing the choices."""
-    if not isinstance(name, str) or name not in _PRESETS:
-        raise ConfigError(f"unknown preset {name!r}{_suggest(str(name), _PRESETS)}; allowed: {', '.join(PRESET_NAMES)}")
-    return _PRESETS[name]()
-
-
 CONFIG_CLASSES = {
     c.__name__: c for c in (DataConfig, TokenizerConfig, TrainConfig, GeneratorConfig, EvalConfig, Preset)
 }
+
+
+def diff_configs(stored: dict, current: dict, ignore=frozenset()) -> list[str]:
+    """``group.key: old -> new`` for every setting of ``current`` ({"tokenizer": TokenizerConfig, ...}
+    or plain dicts) that differs from ``stored`` (a saved ``configs`` payload), keys in ``ignore``
+    excepted. Stored groups are read through their config class, so a field added since they were
+    saved counts as its default and a renamed one under its new name."""
+    out = []
+    for group, config in current.items():
+        prev = stored.get(group)
+        if not isinstance(prev, dict):
+            continue
+        values = config.to_dict() if isinstance(config, Config) else config
+        if not isinstance(values, dict):
+            continue
+        klass = type(config) if isinstance(config, Config) else None
+        if klass is not None:
+            try:
+                prev = klass.from_dict(prev).to_dict()
+            except (ConfigError, TypeError):
+                pass  # compare the raw values: the difference is reported below
+        values = json.loads(json.dumps(values, default=list))
+        prev = json.loads(json.dumps(prev, default=list))
+        for k, v in values.items():
+            if k not in ignore and prev.get(k) != v:
+                out.append(f"{group}.{k}: {prev.get(k)!r} -> {v!r}")
+    return out
+
+
+def __getattr__(name: str):  # names that moved to another module in this release (ldetok_lite._compat)
+    return _compat.moved_attribute(__name__, name)

@@ -1,4 +1,5 @@
-"""Latent corruptions of l-DeTok as pure functions (paper §3; DETOK_SPEC §1.6, §1.7).
+"""Latent corruptions of l-DeTok as pure functions (paper §3; official ``models/detok.py``,
+``Encoder.mae_random_masking`` and ``DeTok.encode``).
 
 Two corruptions make the tokenizer's latent space robust:
 
@@ -7,7 +8,7 @@ Two corruptions make the tokenizer's latent space robust:
 - **random masking** (MAE): a fraction ``m = max(0, U(-0.1, M))`` of the patch tokens is dropped
   at the encoder input, the decoder fills them with [MASK] tokens.
 
-Every function takes tensors and an optional ``torch.Generator`` and returns tensors; none reads
+Every function takes tensors and an optional ``rng`` (a ``torch.Generator``) and returns tensors; none reads
 ``model.training``. The model decides when to call them. Notebook ``01_latent_corruption``
 builds each one from scratch and checks it against these.
 """
@@ -18,6 +19,8 @@ import math
 import numbers
 
 import torch
+
+from . import _compat
 
 __all__ = [
     "interpolative_noise",
@@ -38,14 +41,14 @@ def _is_number(x) -> bool:
     return isinstance(x, numbers.Real) and not isinstance(x, bool)
 
 
-def _draw(kind: str, shape, generator, device, dtype=torch.float32) -> torch.Tensor:
-    """Draw ``rand``/``randn`` on the generator's device (so seeds reproduce), then move."""
+def _draw(kind: str, shape, rng, device, dtype=torch.float32) -> torch.Tensor:
+    """Draw ``rand``/``randn`` on the rng's device (so seeds reproduce), then move."""
     fn = torch.randn if kind == "randn" else torch.rand
-    if generator is None:
+    if rng is None:
         return fn(shape, device=device, dtype=dtype)
-    if not isinstance(generator, torch.Generator):
-        raise TypeError(f"generator must be a torch.Generator or None, got {type(generator).__name__}")
-    out = fn(shape, generator=generator, device=generator.device, dtype=dtype)
+    if not isinstance(rng, torch.Generator):
+        raise TypeError(f"rng must be a torch.Generator or None, got {type(rng).__name__}")
+    out = fn(shape, generator=rng, device=rng.device, dtype=dtype)
     return out.to(device) if device is not None else out
 
 
@@ -84,9 +87,9 @@ def _tau_for(z: torch.Tensor, tau) -> torch.Tensor | float:
     return tau.to(device=z.device, dtype=z.dtype)
 
 
-def _noise_for(z: torch.Tensor, noise, generator) -> torch.Tensor:
+def _noise_for(z: torch.Tensor, noise, rng) -> torch.Tensor:
     if noise is None:
-        return _draw("randn", z.shape, generator, z.device, z.dtype)
+        return _draw("randn", z.shape, rng, z.device, z.dtype)
     if not isinstance(noise, torch.Tensor) or noise.shape != z.shape:
         shape = tuple(noise.shape) if isinstance(noise, torch.Tensor) else type(noise).__name__
         raise ValueError(f"noise must be a tensor shaped like z {tuple(z.shape)}, got {shape}")
@@ -98,37 +101,40 @@ def _noise_for(z: torch.Tensor, noise, generator) -> torch.Tensor:
 # --------------------------------------------------------------------------------------------
 
 
-def interpolative_noise(z, tau, gamma, noise=None, generator=None) -> torch.Tensor:
-    """``(1 - τ)·z + τ·γ·ε`` (paper eq. 1; DETOK_SPEC §1.7).
+@_compat.renamed_keywords(generator="rng")
+def interpolative_noise(z, tau, gamma, noise=None, rng=None) -> torch.Tensor:
+    """``(1 - τ)·z + τ·γ·ε`` (paper eq. 1; official ``DeTok.encode``).
 
     ``tau``: a float in [0, 1] or a per-sample tensor of shape ``[B]`` broadcast over the other
-    dims of ``z``. ``noise`` is ε (before γ); drawn from ``generator`` when not given. At τ = 1
+    dims of ``z``. ``noise`` is ε (before γ); drawn from ``rng`` when not given. At τ = 1
     the result is pure noise γ·ε whatever ``z`` is: the signal is truly destroyed.
     """
     if not isinstance(z, torch.Tensor):
         raise TypeError(f"z must be a tensor, got {type(z).__name__}")
     gamma = _check_gamma(gamma)
     tau = _tau_for(z, tau)
-    eps = _noise_for(z, noise, generator)
+    eps = _noise_for(z, noise, rng)
     return (1.0 - tau) * z + tau * gamma * eps
 
 
-def additive_noise(z, tau, gamma, noise=None, generator=None) -> torch.Tensor:
-    """``z + τ·γ·ε``: the additive ablation (DETOK_SPEC §1.7). Arguments as in
+@_compat.renamed_keywords(generator="rng")
+def additive_noise(z, tau, gamma, noise=None, rng=None) -> torch.Tensor:
+    """``z + τ·γ·ε``: the additive ablation (official ``DeTok.encode``). Arguments as in
     :func:`interpolative_noise`. The signal ``z`` survives at every τ, only diluted."""
     if not isinstance(z, torch.Tensor):
         raise TypeError(f"z must be a tensor, got {type(z).__name__}")
     gamma = _check_gamma(gamma)
     tau = _tau_for(z, tau)
-    eps = _noise_for(z, noise, generator)
+    eps = _noise_for(z, noise, rng)
     return z + tau * gamma * eps
 
 
-def sample_tau(batch_size, generator=None, device=None) -> torch.Tensor:
+@_compat.renamed_keywords(generator="rng")
+def sample_tau(batch_size, rng=None, device=None) -> torch.Tensor:
     """τ ~ U[0, 1), one value per sample: a float32 tensor of shape ``[batch_size]``."""
     if not isinstance(batch_size, int) or isinstance(batch_size, bool) or batch_size < 1:
         raise ValueError(f"batch_size={batch_size!r} is out of range; allowed an int >= 1")
-    return _draw("rand", (batch_size,), generator, device)
+    return _draw("rand", (batch_size,), rng, device)
 
 
 # --------------------------------------------------------------------------------------------
@@ -136,16 +142,17 @@ def sample_tau(batch_size, generator=None, device=None) -> torch.Tensor:
 # --------------------------------------------------------------------------------------------
 
 
-def sample_mask_ratio(max_ratio, generator=None) -> float:
-    """``m = max(0, U(-0.1, M))`` with ``M = max_ratio`` in [0, 1) (DETOK_SPEC §1.6).
+@_compat.renamed_keywords(generator="rng")
+def sample_mask_ratio(max_ratio, rng=None) -> float:
+    """``m = max(0, U(-0.1, M))`` with ``M = max_ratio`` in [0, 1) (official ``Encoder.mae_random_masking``).
 
     One value per batch. P(m = 0) = 0.1 / (M + 0.1) (12.5 % at M = 0.7) and m < M always.
-    Drawn with torch (from ``generator`` when given), not Python's ``random`` as the official
-    code does, so a seeded generator reproduces it.
+    Drawn with torch (from ``rng`` when given), not Python's ``random`` as the official
+    code does, so a seeded rng reproduces it.
     """
     if not _is_number(max_ratio) or not 0.0 <= max_ratio < 1.0:
         raise ValueError(f"max_ratio={max_ratio!r} is out of range; allowed [0, 1)")
-    u = float(_draw("rand", (), generator, None, torch.float64))
+    u = float(_draw("rand", (), rng, None, torch.float64))
     return max(0.0, -0.1 + u * (float(max_ratio) + 0.1))
 
 
@@ -155,7 +162,8 @@ def num_kept(num_tokens: int, ratio: float) -> int:
     return max(1, math.ceil(round(num_tokens * (1.0 - ratio), 9)))
 
 
-def random_mask_indices(batch_size, num_tokens, ratio, noise=None, generator=None, device=None):
+@_compat.renamed_keywords(generator="rng")
+def random_mask_indices(batch_size, num_tokens, ratio, noise=None, rng=None, device=None):
     """The index part of :func:`random_mask`: ``(ids_keep (B, L), mask (B, N), ids_restore (B, N))``.
 
     The tokenizer uses it to gather its tokens *and* their RoPE rows with the same indices.
@@ -163,7 +171,7 @@ def random_mask_indices(batch_size, num_tokens, ratio, noise=None, generator=Non
     if not _is_number(ratio) or not 0.0 <= ratio < 1.0:
         raise ValueError(f"ratio={ratio!r} is out of range; allowed [0, 1)")
     if noise is None:
-        noise = _draw("rand", (batch_size, num_tokens), generator, device)
+        noise = _draw("rand", (batch_size, num_tokens), rng, device)
     elif not isinstance(noise, torch.Tensor) or tuple(noise.shape) != (batch_size, num_tokens):
         shape = tuple(noise.shape) if isinstance(noise, torch.Tensor) else type(noise).__name__
         raise ValueError(f"noise must be a tensor of shape ({batch_size}, {num_tokens}), got {shape}")
@@ -179,7 +187,8 @@ def random_mask_indices(batch_size, num_tokens, ratio, noise=None, generator=Non
     return ids_keep, mask, ids_restore
 
 
-def random_mask(tokens, ratio, noise=None, generator=None):
+@_compat.renamed_keywords(generator="rng")
+def random_mask(tokens, ratio, noise=None, rng=None):
     """MAE random masking: ``(kept (B, L, ...), mask (B, N), ids_restore (B, N))``.
 
     Per sample, the token order is ``argsort(noise)`` (``noise`` ~ U[0, 1) of shape ``(B, N)``,
@@ -191,7 +200,7 @@ def random_mask(tokens, ratio, noise=None, generator=None):
     if not isinstance(tokens, torch.Tensor) or tokens.ndim < 2:
         raise ValueError("tokens must be a tensor of shape (B, N, ...)")
     b, n = tokens.shape[:2]
-    ids_keep, mask, ids_restore = random_mask_indices(b, n, ratio, noise, generator, tokens.device)
+    ids_keep, mask, ids_restore = random_mask_indices(b, n, ratio, noise, rng, tokens.device)
     index = ids_keep.reshape(b, -1, *([1] * (tokens.ndim - 2))).expand(-1, -1, *tokens.shape[2:])
     kept = torch.gather(tokens, 1, index)
     return kept, mask.to(tokens.dtype) if tokens.is_floating_point() else mask, ids_restore

@@ -9,7 +9,7 @@
 - ``cifar10`` / ``mnist``: torchvision datasets; they must already be under ``data_dir``
   (a clear error says how to download them when the internet is available).
 - ``imagefolder``: an ImageNet-layout folder (``data/imagenet/train/<class>/*.JPEG``) with the
-  paper's ADM center crop (DETOK_SPEC §3.1) and a random horizontal flip in training.
+  paper's ADM center crop (official ``utils/loader.py``) and a random horizontal flip in training.
 
 All datasets yield ``(image, label)`` with the image a float tensor in [0, 1], shape (3, H, W).
 """
@@ -26,6 +26,7 @@ from PIL import Image
 from torch.utils.data import DataLoader, Dataset
 
 from .config import DataConfig
+from .io import repo_root
 
 SHAPES = ("circle", "square", "triangle", "ring", "cross")
 COLOUR_FAMILIES = ("warm", "cool")
@@ -226,8 +227,9 @@ class PhotoCropDataset(Dataset):
 # --------------------------------------------------------------------------------------------
 
 def center_crop_arr(pil_image: Image.Image, image_size: int) -> np.ndarray:
-    """The ADM/paper center crop (DETOK_SPEC §3.1): BOX halving while the short side is at least
-    twice the target, BICUBIC resize of the short side to ``image_size``, then a center crop."""
+    """The ADM/paper center crop (official ``utils/loader.py``, ``center_crop_arr``): BOX halving
+    while the short side is at least twice the target, BICUBIC resize of the short side to
+    ``image_size``, then a center crop."""
     while min(*pil_image.size) >= 2 * image_size:
         pil_image = pil_image.resize(tuple(x // 2 for x in pil_image.size), resample=Image.BOX)
     scale = image_size / min(*pil_image.size)
@@ -340,15 +342,11 @@ def _torchvision_dataset(name: str, root: Path, train: bool, img_size: int, hfli
 
 def default_data_root() -> Path:
     """``data/`` at the repository root when run from a checkout, else ``./data``."""
-    here = Path.cwd()
-    for p in (here, *here.parents):
-        if (p / "pyproject.toml").is_file() and (p / "ldetok_lite").is_dir():
-            return p / "data"
-    return here / "data"
+    return repo_root() / "data"
 
 
-def make_dataset(cfg: DataConfig, split: str = "train", on_bad_image: str = "skip") -> Dataset:
-    """Build the dataset ``cfg.dataset`` for ``split`` ("train" or "val").
+def make_dataset(data_cfg: DataConfig, split: str = "train", on_bad_image: str = "skip") -> Dataset:
+    """Build the dataset ``data_cfg.dataset`` for ``split`` ("train" or "val").
 
     ``on_bad_image`` (image folders): ``"skip"`` an unreadable file (counted in ``ds.skipped``,
     the first ones named in a warning) or raise on it (``"error"``).
@@ -358,32 +356,34 @@ def make_dataset(cfg: DataConfig, split: str = "train", on_bad_image: str = "ski
     if split not in ("train", "val"):
         raise DataError(f"split={split!r} is not known; allowed 'train', 'val'")
     train = split == "train"
-    hflip = cfg.hflip and train
-    if cfg.dataset == "shapes":
-        return ShapesDataset(cfg.num_train if train else max(cfg.num_val, 1), cfg.img_size, cfg.seed, split, hflip)
-    if cfg.dataset == "photos":
-        return PhotoCropDataset(cfg.num_train if train else max(cfg.num_val, 1), cfg.img_size, cfg.seed, split, hflip)
-    root = Path(cfg.data_dir) if cfg.data_dir else default_data_root() / cfg.dataset
-    if cfg.dataset in ("cifar10", "mnist"):
-        return _torchvision_dataset(cfg.dataset, root, train, cfg.img_size, hflip)
-    if cfg.dataset == "imagefolder":
+    hflip = data_cfg.hflip and train
+    if data_cfg.dataset == "shapes":
+        n = data_cfg.num_train if train else max(data_cfg.num_val, 1)
+        return ShapesDataset(n, data_cfg.img_size, data_cfg.seed, split, hflip)
+    if data_cfg.dataset == "photos":
+        n = data_cfg.num_train if train else max(data_cfg.num_val, 1)
+        return PhotoCropDataset(n, data_cfg.img_size, data_cfg.seed, split, hflip)
+    root = Path(data_cfg.data_dir) if data_cfg.data_dir else default_data_root() / data_cfg.dataset
+    if data_cfg.dataset in ("cifar10", "mnist"):
+        return _torchvision_dataset(data_cfg.dataset, root, train, data_cfg.img_size, hflip)
+    if data_cfg.dataset == "imagefolder":
         if (root / split).is_dir():
             root = root / split
         elif split == "val" and (root / "train").is_dir():
             raise DataError(f"no validation split: {str(root / 'val')!r} does not exist")
-        return ImageFolderDataset(root, cfg.img_size, hflip, on_bad_image=on_bad_image)
-    raise DataError(f"unknown dataset {cfg.dataset!r}")
+        return ImageFolderDataset(root, data_cfg.img_size, hflip, on_bad_image=on_bad_image)
+    raise DataError(f"unknown dataset {data_cfg.dataset!r}")
 
 
-def make_loader(cfg: DataConfig, split: str = "train", batch_size: int = 64, shuffle: bool | None = None,
+def make_loader(data_cfg: DataConfig, split: str = "train", batch_size: int = 64, shuffle: bool | None = None,
                 drop_last: bool | None = None, distributed: bool = False, seed: int = 0,
                 dataset: Dataset | None = None) -> DataLoader:
     """One loader for every dataset: shuffled, drop_last and flipped for ``train``; workers,
-    pinned memory and persistent workers when ``cfg.num_workers > 0``; a ``DistributedSampler``
+    pinned memory and persistent workers when ``data_cfg.num_workers > 0``; a ``DistributedSampler``
     under torchrun (``distributed=True``). Shuffling is seeded, so an epoch's order is reproducible."""
     if not isinstance(batch_size, int) or batch_size < 1:
         raise DataError(f"batch_size={batch_size!r} must be a positive int")
-    ds = dataset if dataset is not None else make_dataset(cfg, split)
+    ds = dataset if dataset is not None else make_dataset(data_cfg, split)
     train = split == "train"
     shuffle = train if shuffle is None else shuffle
     drop_last = train if drop_last is None else drop_last
@@ -397,7 +397,7 @@ def make_loader(cfg: DataConfig, split: str = "train", batch_size: int = 64, shu
 
         sampler = DistributedSampler(ds, shuffle=shuffle, seed=seed, drop_last=drop_last)
         shuffle = False
-    workers = cfg.num_workers
+    workers = data_cfg.num_workers
     return DataLoader(
         ds, batch_size=batch_size, shuffle=shuffle, sampler=sampler, drop_last=drop_last,
         num_workers=workers, pin_memory=torch.cuda.is_available(), persistent_workers=workers > 0,

@@ -3,10 +3,11 @@
 Sections (append new pieces in their own section; keep the official parameter names, which are
 what makes official checkpoints load):
 
-1. Norms and MLPs: ``RMSNorm``, ``SwiGLU`` (DETOK_SPEC §1.3)
+1. Norms and MLPs: ``RMSNorm``, ``SwiGLU`` (official ``models/detok.py``, ``get_rope_tensor`` and ``Block``)
 2. The DeTok 2-D RoPE: ``rope_frequencies``, ``rope_table``, ``rotate_half``, ``apply_rope``
-   (DETOK_SPEC §1.3, reproduced exactly, quirk included; taught in ``02_tokenizer``)
-3. Attention and the pre-norm block: ``Attention``, ``Block`` (DETOK_SPEC §1.3)
+   (official ``models/detok.py``, ``get_rope_tensor``, reproduced exactly, quirk included; taught in
+   ``02_tokenizer``)
+3. Attention and the pre-norm block: ``Attention``, ``Block`` (official ``models/detok.py``, ``Block``)
 """
 
 from __future__ import annotations
@@ -64,7 +65,7 @@ class SwiGLU(nn.Module):
 
 
 # ============================================================================================
-# 2. The DeTok 2-D RoPE (DETOK_SPEC §1.3)
+# 2. The DeTok 2-D RoPE (official ``models/detok.py``, ``get_rope_tensor`` and ``Block``)
 # ============================================================================================
 #
 # For head_dim D: D/4 frequencies log-spaced from 7 down to 7e-4, repeated to D/2 values in the

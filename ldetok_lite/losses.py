@@ -1,6 +1,7 @@
 """Tokenizer losses: reconstruction, KL, perceptual (LPIPS-VGG, ConvNeXt logits) and a PatchGAN.
 
-Everything follows DETOK_SPEC §2 ("effective" values, not the reference CLI's dead defaults):
+Everything follows the official ``utils/losses.py`` (``ReconstructionLoss``) with the values in
+effect there, not the CLI's dead defaults (``utils/builders.py`` never passes the GAN weight):
 
     L_G = rec(x̂, x) + w_p · perceptual(x̂, x) + w_kl · KL + w_gan · d(step) · (−mean D(x̂))
     L_D = d(step) · ½ (mean ReLU(1 − D(x)) + mean ReLU(1 + D(x̂)))            (hinge)
@@ -9,10 +10,10 @@ with images in **[0, 1]** (the reconstruction is not clamped), d(step) = 1 once
 ``step >= gan_start_step``, and no adaptive GAN weight. Every term can be switched off with a
 zero weight; the ``tiny`` preset uses reconstruction + KL only, so it needs no downloaded weights.
 
-Perceptual networks are never downloaded implicitly (DESIGN §3 "Offline-first"): the LPIPS
-linear heads ship inside the ``lpips`` wheel, the VGG16 / ConvNeXt-S backbones are read from the
-torchvision cache (``torch.hub.get_dir()/checkpoints``) or an explicit path, or a clear error
-says how to get them. ``lpips-random`` (a random VGG trunk) exists for offline tests only.
+Perceptual networks are never downloaded implicitly: the LPIPS linear heads ship inside the
+``lpips`` wheel, the VGG16 / ConvNeXt-S backbones are found by ``ldetok_lite.assets`` (the
+torchvision cache or an explicit path), or a clear error says how to get them.
+``lpips-random`` (a random VGG trunk) exists for offline tests only.
 Taught in ``notebooks/03_train_tokenizer.ipynb``.
 """
 
@@ -26,14 +27,12 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-VGG16_FILE = "vgg16-397923af.pth"
-CONVNEXT_S_FILE = "convnext_small-0c510722.pth"
+from . import _compat
+from .assets import MissingWeightsError, resolve
+from .io import load_state_dict_file
+
 PERCEPTUAL_NETS = ("lpips-vgg", "lpips-convnext", "lpips-random")
 RECON_LOSSES = ("mse", "l1", "l2+l1")
-
-
-class MissingWeightsError(FileNotFoundError):
-    """A pretrained backbone is not on disk. The message says where it was looked for and how to get it."""
 
 
 # ----------------------------------------------------------------------------------------------
@@ -42,7 +41,7 @@ class MissingWeightsError(FileNotFoundError):
 
 
 def reconstruction_loss(recon: torch.Tensor, target: torch.Tensor, kind: str = "mse") -> torch.Tensor:
-    """Pixel loss in [0, 1] space, mean over every pixel (DETOK_SPEC §2, first row).
+    """Pixel loss in [0, 1] space, mean over every pixel (official ``ReconstructionLoss``).
 
     ``kind``: ``mse`` (the paper), ``l1``, or ``l2+l1`` (their sum).
     """
@@ -59,7 +58,8 @@ def reconstruction_loss(recon: torch.Tensor, target: torch.Tensor, kind: str = "
 
 
 def kl_loss(kl: torch.Tensor) -> torch.Tensor:
-    """Mean over the batch of the per-sample KL (Σ over tokens × channels), DETOK_SPEC §1.6 / §2."""
+    """Mean over the batch of the per-sample KL (Σ over tokens × channels; official
+    ``DiagonalGaussianDistribution.kl`` and ``ReconstructionLoss``)."""
     return kl.float().mean()
 
 
@@ -68,32 +68,14 @@ def kl_loss(kl: torch.Tensor) -> torch.Tensor:
 # ----------------------------------------------------------------------------------------------
 
 
-def _find_weights(filename: str, path: str | os.PathLike | None, what: str, how: str) -> Path:
-    if path:
-        p = Path(path).expanduser()
-        if not p.is_file():
-            raise MissingWeightsError(f"{what}: the file {str(p)!r} given as its path does not exist")
-        return p
-    cache = Path(torch.hub.get_dir()) / "checkpoints" / filename
-    if cache.is_file():
-        return cache
-    raise MissingWeightsError(
-        f"{what} weights are not on this machine (looked for {str(cache)!r}). {how} "
-        "Or switch the term off (perceptual_weight=0), or use perceptual_net='lpips-random' "
-        "for offline tests only (a random backbone is not a perceptual metric)."
-    )
-
-
-def load_state_dict_file(path: str | os.PathLike) -> dict:
-    """Read a ``.pth`` / ``.safetensors`` state dict safely (``weights_only=True``; pickles refused)."""
-    from ldetok_lite.checkpoint import safe_torch_load
-
-    path = Path(path)
-    if path.suffix == ".safetensors":
-        from safetensors.torch import load_file
-
-        return load_file(str(path))
-    return safe_torch_load(path)
+def _weights(name: str, path) -> Path:
+    """The backbone file of asset ``name`` (``ldetok_lite.assets``), with the offline alternatives."""
+    try:
+        return resolve(name, path)
+    except MissingWeightsError as e:
+        raise MissingWeightsError(f"{e} Or switch the term off (perceptual_weight=0), or use "
+                                  "perceptual_net='lpips-random' for offline tests only (a random backbone is not "
+                                  "a perceptual metric).") from None
 
 
 def build_lpips(net: str = "lpips-vgg", vgg_path: str | os.PathLike | None = None) -> nn.Module:
@@ -109,11 +91,7 @@ def build_lpips(net: str = "lpips-vgg", vgg_path: str | os.PathLike | None = Non
     random_trunk = net == "lpips-random"
     vgg_file = None
     if not random_trunk:
-        vgg_file = _find_weights(
-            VGG16_FILE, vgg_path, "LPIPS backbone (torchvision VGG16)",
-            "Get it with internet access once: python -c \"import torchvision; "
-            "torchvision.models.vgg16(weights='IMAGENET1K_V1')\", or pass vgg_path=... to a downloaded file.",
-        )
+        vgg_file = _weights("vgg16", vgg_path)
     # pnet_rand=True: never lets torchvision download; pretrained=False: we load the heads ourselves.
     with warnings.catch_warnings():  # torchvision's "pretrained is deprecated" from inside lpips
         warnings.simplefilter("ignore", UserWarning)
@@ -136,17 +114,13 @@ def build_lpips(net: str = "lpips-vgg", vgg_path: str | os.PathLike | None = Non
 
 
 class ConvNeXtLogits(nn.Module):
-    """MSE between ConvNeXt-S ImageNet logits of two [0, 1] images resized to 224 (DETOK_SPEC §2)."""
+    """MSE between ConvNeXt-S ImageNet logits of two [0, 1] images resized to 224 (official ``utils/losses.py``)."""
 
     def __init__(self, weights_path: str | os.PathLike | None = None):
         super().__init__()
         import torchvision
 
-        path = _find_weights(
-            CONVNEXT_S_FILE, weights_path, "ConvNeXt-S (torchvision)",
-            "Get it with internet access once: python -c \"import torchvision; "
-            "torchvision.models.convnext_small(weights='IMAGENET1K_V1')\".",
-        )
+        path = _weights("convnext_small", weights_path)
         self.net = torchvision.models.convnext_small(weights=None)
         self.net.load_state_dict(load_state_dict_file(path))
         self.net.eval().requires_grad_(False)
@@ -163,7 +137,7 @@ class ConvNeXtLogits(nn.Module):
 
 
 class PerceptualLoss(nn.Module):
-    """(1·LPIPS + w_c·ConvNeXt-logit MSE) / (1 + w_c), on [0, 1] images (DETOK_SPEC §2).
+    """(1·LPIPS + w_c·ConvNeXt-logit MSE) / (1 + w_c), on [0, 1] images (official ``utils/losses.py``).
 
     ``net``: ``lpips-vgg`` (LPIPS only), ``lpips-convnext`` (the paper: w_c = 0.1), ``lpips-random``
     (random VGG trunk: offline tests only).
@@ -191,7 +165,7 @@ class PerceptualLoss(nn.Module):
 
 
 class NLayerDiscriminator(nn.Sequential):
-    """PatchGAN (DETOK_SPEC §2 table): conv k4 s2 ×n_layers, then k4 s1, then a 1-channel k4 s1 head.
+    """PatchGAN (official ``utils/losses.py``): conv k4 s2 ×n_layers, then k4 s1, then a 1-channel k4 s1 head.
 
     PyTorch default init (no N(0, 0.02)), BatchNorm, LeakyReLU 0.2; it sees [0, 1] images.
     A 256² input gives 30×30 logits, a 32² input 2×2.
@@ -236,7 +210,7 @@ def generator_gan_loss(logits_fake: torch.Tensor) -> torch.Tensor:
 
 
 class ReconstructionLoss(nn.Module):
-    """The tokenizer objective of DETOK_SPEC §2, every term optional.
+    """The tokenizer objective of official ``utils/losses.py``, every term optional.
 
     ``generator_loss(recon, target, kl, step)`` -> (loss, metrics) and
     ``discriminator_loss(recon, target, step)`` -> (loss, metrics) or None before the start step.
@@ -321,3 +295,7 @@ class ReconstructionLoss(nn.Module):
             loss = hinge_d_loss(lr_, lf_)
             return loss, {"d_loss": loss.detach(), "logits_real": lr_.detach().mean(),
                           "logits_fake": lf_.detach().mean()}
+
+
+def __getattr__(name: str):  # names that moved to another module in this release (ldetok_lite._compat)
+    return _compat.moved_attribute(__name__, name)

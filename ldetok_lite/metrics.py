@@ -1,10 +1,10 @@
 """Reconstruction metrics: PSNR, SSIM (gaussian window, torch) and LPIPS.
 
 All take float images in [0, 1], shape (B, 3, H, W) (or (3, H, W)), and return one value per
-image with ``reduction="none"`` or the batch mean (default). The reference logs
-``psnr = −10·log10(MSE)`` of the whole batch (DETOK_SPEC §2); here the mean of per-image PSNRs is
+image with ``reduction="none"`` or the batch mean (default). The official code logs
+``psnr = −10·log10(MSE)`` of the whole batch (``utils/losses.py``); here the mean of per-image PSNRs is
 the default, which is what tables usually report (``reduction="batch"`` gives the reference's).
-Distribution metrics (rFID/gFID, IS, KID, precision/recall) live in ``ldetok_lite.fid``.
+Distribution metrics (rFID/gFID, IS, KID, precision/recall) live in ``ldetok_lite.evaluation``.
 Used in ``notebooks/03_train_tokenizer.ipynb`` and ``04_latent_explorer.ipynb``.
 """
 
@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
+
+from .losses import build_lpips
 
 REDUCTIONS = ("mean", "none", "batch")
 
@@ -110,8 +112,6 @@ def lpips_distance(x: torch.Tensor, y: torch.Tensor, net: str = "lpips-vgg", vgg
     """
     if reduction not in ("mean", "none"):
         raise ValueError(f"reduction={reduction!r} is not known; allowed: mean, none")
-    from ldetok_lite.losses import build_lpips
-
     x, y = _check_pair(x, y)
     key = (net, str(vgg_path), str(x.device))
     if key not in _LPIPS_CACHE:

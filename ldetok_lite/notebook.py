@@ -14,16 +14,22 @@ through ``run.save`` / ``run.summary`` into ``out_dir``.
 from __future__ import annotations
 
 import datetime as _dt
-import difflib
 import json
 import sys
 import time
 import types
 from dataclasses import dataclass, field
+from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 
-from .config import PRESET_NAMES, ConfigError, Preset, load_preset
+import torch
+
+from . import _compat
+from .config import ConfigError, Preset, suggest
 from .device import DEVICE_CHOICES, describe_device, pick_device, seed_everything
+from .io import repo_root, write_json_atomic
+from .presets import PRESET_NAMES, load_preset
+from .viz import image_grid, save_figure
 
 # name -> (type, allowed values or None, help). Notebook-specific names are passed as ``extra``.
 COMMON_PARAMETERS: dict[str, tuple[type, tuple | None, str]] = {
@@ -36,15 +42,6 @@ COMMON_PARAMETERS: dict[str, tuple[type, tuple | None, str]] = {
     "data_dir": (str, None, "dataset root for imagefolder/cifar10/mnist ('' = data/<dataset>)"),
 }
 _IGNORED = {"In", "Out", "get_ipython", "exit", "quit", "open"}
-
-
-def repo_root(start: Path | None = None) -> Path:
-    """The checkout root (holding pyproject.toml and ldetok_lite/), else the current directory."""
-    here = (start or Path.cwd()).resolve()
-    for p in (here, *here.parents):
-        if (p / "pyproject.toml").is_file() and (p / "ldetok_lite").is_dir():
-            return p
-    return here
 
 
 def _resolve(path: str, default: Path) -> Path:
@@ -79,9 +76,8 @@ def check_parameters(values: dict, extra: dict | None = None) -> dict:
     out = {}
     for name, value in values.items():
         if name not in schema:
-            close = difflib.get_close_matches(name, list(schema), n=1)
-            hint = f" (did you mean {close[0]!r}?)" if close else ""
-            raise ConfigError(f"unknown notebook parameter {name!r}{hint}; allowed: {', '.join(sorted(schema))}")
+            raise ConfigError(f"unknown notebook parameter {name!r}{suggest(name, schema)}; allowed: "
+                              f"{', '.join(sorted(schema))}")
         tp, choices = schema[name]
         ok = (isinstance(value, bool) if tp is bool else
               isinstance(value, (int, float)) and not isinstance(value, bool) if tp is float else
@@ -120,8 +116,6 @@ class NotebookRun:
 
     def save(self, fig, filename: str, show: bool = True) -> Path:
         """Save a matplotlib figure, PIL image or image batch as ``out_dir/filename`` and show it."""
-        from .viz import image_grid, save_figure
-
         if not filename.endswith(".png"):
             filename += ".png"
         path = self.out_dir / filename
@@ -169,10 +163,12 @@ class NotebookRun:
         data["preset"] = self.preset.name
         data["seed"] = self.seed
         data["elapsed_s"] = round(time.time() - self.started, 2)
-        tmp = path.with_name("summary.json.tmp")
-        tmp.write_text(json.dumps(data, indent=2))
-        tmp.replace(path)
-        return path
+        return write_json_atomic(path, data)
+
+    @property
+    def smoke(self) -> bool:
+        """True at the ``smoke`` preset (the test suite): notebooks then do the least work that still runs."""
+        return self.preset.name == "smoke"
 
     @property
     def progress(self) -> str:
@@ -203,8 +199,6 @@ def _in_ipython() -> bool:
 
 def widget_versions() -> tuple[str | None, str | None]:
     """(ipywidgets, jupyterlab_widgets) versions, None when missing."""
-    from importlib.metadata import PackageNotFoundError, version
-
     out = []
     for pkg in ("ipywidgets", "jupyterlab_widgets"):
         try:
@@ -236,8 +230,6 @@ def setup(namespace: dict, name: str, extra: dict | None = None, quiet: bool = F
     run = NotebookRun(name=name, preset=preset, seed=seed, device=device, out_dir=out_dir, cache_dir=cache_dir,
                       interactive=interactive, params=values)
     if not quiet:
-        import torch
-
         ipw, jlw = widget_versions()
         print(f"ldetok_lite notebook {name} | preset {preset.name} | seed {seed} | device {describe_device(device)}")
         print(f"python {sys.version.split()[0]} | torch {torch.__version__} | ipywidgets {ipw} | "
@@ -246,3 +238,7 @@ def setup(namespace: dict, name: str, extra: dict | None = None, quiet: bool = F
         if interactive and ipw and jlw and ipw.split(".")[0] != "8":
             print("warning: ipywidgets is not 8.x; sliders may not render (see README, Troubleshooting)")
     return run
+
+
+def __getattr__(name: str):  # names that moved to another module in this release (ldetok_lite._compat)
+    return _compat.moved_attribute(__name__, name)

@@ -1,11 +1,11 @@
-"""The l-DeTok tokenizer: a ViT encoder and a ViT decoder with latent denoising (DETOK_SPEC §1).
+"""The l-DeTok tokenizer: a ViT encoder and a ViT decoder with latent denoising (official ``models/detok.py``).
 
 The encoder patchifies the image (conv patch embedding + learned absolute positions), drops a
 random fraction of the tokens (MAE masking, training only), runs pre-norm blocks with the
 official 2-D RoPE, and predicts a diagonal Gaussian over ``token_channels`` per patch. The
 decoder embeds the (noised) latents, fills dropped positions with a learned [MASK] token, runs
 its own blocks and maps each token to a ``patch × patch × 3`` pixel patch (1×1 conv) followed by
-a 3×3 conv. Parameter names and shapes are the official ones (DETOK_SPEC §6.1), so
+a 3×3 conv. Parameter names and shapes are the official ones (official checkpoint keys), so
 :func:`load_official_checkpoint` loads the released ``.pth`` files with strict keys.
 
 Images in the public API are in [0, 1]; the model maps them to [-1, 1] internally. Notebook
@@ -20,13 +20,11 @@ from __future__ import annotations
 
 import math
 import numbers
-import re
-from collections.abc import Mapping
-from pathlib import Path
 
 import torch
 from torch import nn
 
+from . import _compat
 from .corruption import (
     additive_noise,
     interpolative_noise,
@@ -44,12 +42,10 @@ __all__ = [
     "TOKENIZERS",
     "SIZES",
     "create_tokenizer",
-    "load_official_checkpoint",
-    "infer_official_config",
 ]
 
 # ============================================================================================
-# sizes (DETOK_SPEC §1.1) and named tokenizers
+# sizes (official ``models/model_utils.py``, ``SIZE_DICT``) and named tokenizers
 # ============================================================================================
 
 #: (width, layers, heads) of each official size; ``head_dim = width / heads``.
@@ -81,13 +77,13 @@ TOKENIZERS["detok_small_cpu"] = dict(encoder="mini", decoder="mini", img_size=64
 #: overrides ``create_tokenizer`` accepts (everything else is fixed by the name).
 OVERRIDES = ("img_size", "patch_size", "token_channels", "gamma", "mask_ratio", "use_additive_noise")
 
-#: training defaults of the README recipe (DETOK_SPEC §3.1): γ = 3, M = 0.7.
+#: training defaults of the README recipe (official README recipe; ``main_reconstruction.py``): γ = 3, M = 0.7.
 DEFAULT_GAMMA = 3.0
 DEFAULT_MASK_RATIO = 0.7
 
 
 # ============================================================================================
-# the latent distribution (DETOK_SPEC §1.6)
+# the latent distribution (official ``DiagonalGaussianDistribution`` and ``Encoder.mae_random_masking``)
 # ============================================================================================
 
 
@@ -105,12 +101,12 @@ class DiagonalGaussian:
         self.std = torch.exp(0.5 * self.logvar)
         self.var = torch.exp(self.logvar)
 
-    def sample(self, generator: torch.Generator | None = None) -> torch.Tensor:
-        """``mean + std·ε`` (reparameterised; ε drawn from ``generator`` when given)."""
-        if generator is None:
+    def sample(self, rng: torch.Generator | None = None) -> torch.Tensor:
+        """``mean + std·ε`` (reparameterised; ε drawn from ``rng`` when given)."""
+        if rng is None:
             eps = torch.randn_like(self.mean)
         else:
-            eps = torch.randn(self.mean.shape, generator=generator, device=generator.device,
+            eps = torch.randn(self.mean.shape, generator=rng, device=rng.device,
                               dtype=self.mean.dtype).to(self.mean.device)
         return self.mean + self.std * eps
 
@@ -125,7 +121,7 @@ class DiagonalGaussian:
 
 
 # ============================================================================================
-# encoder and decoder (DETOK_SPEC §1.2, §1.4)
+# encoder and decoder (official ``models/detok.py``, ``Encoder``; ``models/detok.py``, ``Decoder``)
 # ============================================================================================
 
 
@@ -148,7 +144,7 @@ class _TokensToGrid(nn.Module):
 
 
 class _Unpatchify(nn.Module):
-    """(B, p·p·3, h, w) → (B, 3, h·p, w·p), channel index ``(p1·p + p2)·3 + c`` (DETOK_SPEC §1.4)."""
+    """(B, p·p·3, h, w) → (B, 3, h·p, w·p), channel index ``(p1·p + p2)·3 + c`` (official ``Decoder``)."""
 
     def __init__(self, patch: int):
         super().__init__()
@@ -162,7 +158,7 @@ class _Unpatchify(nn.Module):
 
 
 class Encoder(nn.Module):
-    """Image in [-1, 1] → Gaussian moments ``(B, L, 2C)`` of the visible tokens (DETOK_SPEC §1.2)."""
+    """Image in [-1, 1] → Gaussian moments ``(B, L, 2C)`` of the visible tokens (official ``Encoder``)."""
 
     def __init__(self, img_size: int, patch_size: int, width: int, layers: int, heads: int,
                  token_channels: int):
@@ -177,7 +173,7 @@ class Encoder(nn.Module):
         self.latent_head = nn.Linear(width, 2 * token_channels)
         self.register_buffer("rope_tensor", rope_table(width // heads, self.grid_size), persistent=False)
 
-    def forward(self, x, mask_ratio: float = 0.0, mask_noise=None, generator=None):
+    def forward(self, x, mask_ratio: float = 0.0, mask_noise=None, rng=None):
         """Returns ``(moments (B, L, 2C), ids_restore (B, N) or None)``. Masking happens after the
         absolute positions are added; the RoPE rows of the kept tokens go with them."""
         tokens = self.patch_embed(x) + self.positional_embedding
@@ -185,7 +181,7 @@ class Encoder(nn.Module):
         ids_restore = None
         if mask_ratio > 0:
             b, n, w = tokens.shape
-            ids_keep, _, ids_restore = random_mask_indices(b, n, mask_ratio, mask_noise, generator, x.device)
+            ids_keep, _, ids_restore = random_mask_indices(b, n, mask_ratio, mask_noise, rng, x.device)
             tokens = torch.gather(tokens, 1, ids_keep[..., None].expand(-1, -1, w))
             rope = torch.gather(rope.expand(b, -1, -1), 1, ids_keep[..., None].expand(-1, -1, rope.shape[-1]))
         h = self.ln_pre(tokens)
@@ -195,7 +191,7 @@ class Encoder(nn.Module):
 
 
 class Decoder(nn.Module):
-    """Latents ``(B, L, C)`` (+ ``ids_restore`` when masked) → image in [-1, 1] (DETOK_SPEC §1.4)."""
+    """Latents ``(B, L, C)`` (+ ``ids_restore`` when masked) → image in [-1, 1] (official ``Decoder``)."""
 
     def __init__(self, img_size: int, patch_size: int, width: int, layers: int, heads: int,
                  token_channels: int):
@@ -237,7 +233,7 @@ class Decoder(nn.Module):
 
 
 def _init_weights(module: nn.Module) -> None:
-    """DETOK_SPEC §1.5: trunc-normal(0.02) weights and zero biases for Linear/Conv; norms stay 1."""
+    """official ``DeTok._init_weights``: trunc-normal(0.02) weights and zero biases for Linear/Conv; norms stay 1."""
     if isinstance(module, (nn.Linear, nn.Conv1d, nn.Conv2d)):
         nn.init.trunc_normal_(module.weight, std=0.02)
         if module.bias is not None:
@@ -263,11 +259,11 @@ def _as_stats(value, channels: int, name: str) -> torch.Tensor:
 
 
 class DeTok(nn.Module):
-    """The l-DeTok tokenizer (DETOK_SPEC §1). Build one with :func:`create_tokenizer`.
+    """The l-DeTok tokenizer (official ``models/detok.py``). Build one with :func:`create_tokenizer`.
 
     - ``forward(x)``: the training forward (random mask ratio per batch, τ per sample, posterior
       sample, noise on the visible latents); returns ``(recon, kl)``. In ``eval()`` mode it is a
-      clean reconstruction instead (the official code still masks in eval mode: DETOK_SPEC §1.8).
+      clean reconstruction instead (the official code still masks in eval mode: official ``DeTok.encode``).
     - ``encode`` / ``decode``: explicit corruption arguments, nothing implicit.
     - ``tokenize`` / ``detokenize`` / ``reconstruct``: inference, no masking, no noise.
     """
@@ -344,8 +340,9 @@ class DeTok(nn.Module):
 
     # ---------------------------------------------------------------- encode / decode
 
+    @_compat.renamed_keywords(generator="rng")
     def encode(self, x, mask_ratio: float = 0.0, noise_tau=None, sampling: bool = False, gamma=None,
-               generator: torch.Generator | None = None, *, mask_noise=None, noise=None):
+               rng: torch.Generator | None = None, *, mask_noise=None, noise=None):
         """Images ``x`` in [0, 1] → ``(z (B, L, C), ids_restore (B, N) or None, posterior)``.
 
         - ``mask_ratio`` in [0, 1): fraction of patch tokens dropped at the encoder input
@@ -359,13 +356,13 @@ class DeTok(nn.Module):
         x = self._check_images(x)
         if not isinstance(mask_ratio, numbers.Real) or isinstance(mask_ratio, bool) or not 0 <= mask_ratio < 1:
             raise ValueError(f"mask_ratio={mask_ratio!r} is out of range; allowed [0, 1)")
-        moments, ids_restore = self.encoder(x * 2.0 - 1.0, float(mask_ratio), mask_noise, generator)
+        moments, ids_restore = self.encoder(x * 2.0 - 1.0, float(mask_ratio), mask_noise, rng)
         posterior = DiagonalGaussian(moments)
-        z = posterior.sample(generator) if sampling else posterior.mean
+        z = posterior.sample(rng) if sampling else posterior.mean
         gamma = self.gamma if gamma is None else gamma
         if noise_tau is not None and gamma > 0:
             corrupt = additive_noise if self.use_additive_noise else interpolative_noise
-            z = corrupt(z, noise_tau, gamma, noise=noise, generator=generator)
+            z = corrupt(z, noise_tau, gamma, noise=noise, rng=rng)
         return z, ids_restore, posterior
 
     def decode(self, z, ids_restore=None) -> torch.Tensor:
@@ -383,19 +380,20 @@ class DeTok(nn.Module):
                              f"({z.shape[0]}, {self.seq_len})")
         return self.decoder(z, ids_restore) * 0.5 + 0.5
 
-    def forward(self, x, generator: torch.Generator | None = None):
+    @_compat.renamed_keywords(generator="rng")
+    def forward(self, x, rng: torch.Generator | None = None):
         """Training forward: ``(recon (B, 3, H, W) in [0,1]-space unclamped, kl (B,))``.
 
         In train mode: m = max(0, U(-0.1, M)) once per batch, τ ~ U[0, 1) per sample (when
         γ > 0), posterior sample, noise on the visible latents, decoder with [MASK] tokens
-        (DETOK_SPEC §1.6-1.8). In eval mode: no mask, no noise, posterior mean.
+        (official ``DeTok.encode`` / ``DeTok.forward``). In eval mode: no mask, no noise, posterior mean.
         """
         if self.training:
             if not isinstance(x, torch.Tensor):
                 self._check_images(x)  # a TypeError naming x; encode() checks tensors in full
-            m = sample_mask_ratio(self.mask_ratio, generator)
-            tau = sample_tau(x.shape[0], generator, x.device) if self.gamma > 0 else None
-            z, ids_restore, posterior = self.encode(x, m, tau, sampling=True, generator=generator)
+            m = sample_mask_ratio(self.mask_ratio, rng)
+            tau = sample_tau(x.shape[0], rng, x.device) if self.gamma > 0 else None
+            z, ids_restore, posterior = self.encode(x, m, tau, sampling=True, rng=rng)
         else:
             z, ids_restore, posterior = self.encode(x)
         return self.decode(z, ids_restore), posterior.kl()
@@ -403,15 +401,16 @@ class DeTok(nn.Module):
     # ---------------------------------------------------------------- inference API
 
     def normalize_z(self, z: torch.Tensor) -> torch.Tensor:
-        """``(z - mean)·scale_factor / std`` over the channel (last) dim (DETOK_SPEC §1.9)."""
+        """``(z - mean)·scale_factor / std`` over the channel (last) dim (official ``DeTok.normalize_z``)."""
         return (z - self.latent_mean) * self.scale_factor / self.latent_std
 
     def denormalize_z(self, z: torch.Tensor) -> torch.Tensor:
         return z * self.latent_std / self.scale_factor + self.latent_mean
 
-    def tokenize(self, x, sampling: bool = False, generator: torch.Generator | None = None) -> torch.Tensor:
+    @_compat.renamed_keywords(generator="rng")
+    def tokenize(self, x, sampling: bool = False, rng: torch.Generator | None = None) -> torch.Tensor:
         """Images in [0, 1] → normalised channels-first latents ``(B, C, h, w)``; no mask, no noise."""
-        z, _, _ = self.encode(x, sampling=sampling, generator=generator)
+        z, _, _ = self.encode(x, sampling=sampling, rng=rng)
         z = self.normalize_z(z)
         return z.transpose(1, 2).unflatten(2, (self.grid_size, self.grid_size))
 
@@ -447,7 +446,7 @@ class DeTok(nn.Module):
 
 
 # ============================================================================================
-# factory and official checkpoints
+# factory
 # ============================================================================================
 
 
@@ -476,89 +475,5 @@ def create_tokenizer(name: str = "detok_tiny", **overrides) -> DeTok:
     return model
 
 
-def infer_official_config(state_dict: Mapping) -> dict:
-    """Guess ``name``, ``img_size``, ``patch_size``, ``token_channels`` from DeTok weights."""
-    sd = state_dict
-
-    def size_of(prefix: str) -> str | None:
-        width = sd[f"{prefix}.ln_pre.weight"].shape[0]
-        depth = 1 + max((int(m.group(1)) for k in sd if (m := re.match(rf"{prefix}\.transformer\.(\d+)\.", k))),
-                        default=-1)
-        return next((size for size, arch in SIZES.items() if arch[:2] == (width, depth)), None)
-
-    enc, dec = size_of("encoder"), size_of("decoder")
-    patch = sd["encoder.patch_embed.0.weight"].shape[-1]
-    grid = math.isqrt(sd["encoder.positional_embedding"].shape[1])
-    out = {"img_size": grid * patch, "patch_size": patch, "token_channels": sd["decoder.decoder_embed.weight"].shape[1]}
-    for name, arch in TOKENIZERS.items():
-        if (arch["encoder"], arch["decoder"]) == (enc, dec):
-            out["name"] = name
-            break
-    return out
-
-
-def _shape_report(model: nn.Module, sd: Mapping) -> str:
-    expected = {k: tuple(v.shape) for k, v in model.state_dict().items()}
-    missing = [k for k in expected if k not in sd]
-    unexpected = [k for k in sd if k not in expected]
-    wrong = [f"{k}: file {tuple(sd[k].shape)} vs model {expected[k]}" for k in expected
-             if k in sd and tuple(sd[k].shape) != expected[k]]
-    lines = []
-    for label, items in (("missing", missing), ("unexpected", unexpected), ("shape mismatch", wrong)):
-        if items:
-            more = f" (+{len(items) - 5} more)" if len(items) > 5 else ""
-            lines.append(f"{label} ({len(items)}): {', '.join(items[:5])}{more}")
-    return "; ".join(lines)
-
-
-def load_official_checkpoint(path, name: str = "detok_BB", which: str = "model_ema", **overrides) -> DeTok:
-    """Load an official l-DeTok release ``.pth`` (a dict with ``model`` / ``model_ema``).
-
-    Read with ``torch.load(weights_only=True)`` and loaded with strict keys into
-    ``create_tokenizer(name, **overrides)``; ``name="auto"`` infers the size from the file. A bare
-    state dict (keys ``encoder.*``/``decoder.*``) or an already-loaded dict works too. Returns the
-    tokenizer in eval mode. Latent statistics are not in the checkpoint: call
-    ``set_latent_stats`` (the release's ``stats.pkl``, first ``token_channels`` entries).
-    """
-    if isinstance(path, Mapping):
-        ckpt, where = path, "the given dict"
-    else:
-        p = Path(path)
-        if not p.is_file():
-            raise FileNotFoundError(f"no checkpoint at {str(p)!r}; the official l-DeTok weights are linked from the "
-                                    "README of github.com/Jiawei-Yang/DeTok (Hugging Face); download them first")
-        where = str(p)
-        from .checkpoint import CheckpointError, safe_torch_load
-
-        try:  # torch.load(weights_only=True); a pickled Python object is refused, never run
-            ckpt = safe_torch_load(p)
-        except CheckpointError as e:
-            raise ValueError(f"{e} (read with weights_only=True); is it an official l-DeTok .pth file?") from None
-    if not isinstance(ckpt, Mapping):
-        raise ValueError(f"{where} holds a {type(ckpt).__name__}, not a checkpoint dict with 'model'/'model_ema'")
-    if any(isinstance(k, str) and k.startswith(("encoder.", "decoder.")) for k in ckpt):
-        sd = ckpt  # a bare state dict
-    elif which in ckpt:
-        sd = ckpt[which]
-    else:
-        raise ValueError(f"{where} has no entry {which!r}; it has: {', '.join(map(str, list(ckpt)[:10]))} "
-                         "(use which='model' or which='model_ema')")
-    if not isinstance(sd, Mapping) or not all(isinstance(v, torch.Tensor) for v in sd.values()):
-        raise ValueError(f"{where}[{which!r}] is not a state dict of tensors")
-    if "encoder.ln_pre.weight" not in sd or "decoder.ln_pre.weight" not in sd:
-        raise ValueError(f"{where} does not look like DeTok weights (no encoder./decoder. keys); "
-                         f"first keys: {', '.join(list(sd)[:5])}")
-    guess = infer_official_config(sd)
-    if name == "auto":
-        if "name" not in guess:
-            raise ValueError(f"could not infer the tokenizer size of {where}; pass name= explicitly")
-        name = guess["name"]
-        for key in ("img_size", "patch_size", "token_channels"):
-            overrides.setdefault(key, guess[key])
-    model = create_tokenizer(name, **overrides)
-    report = _shape_report(model, sd)
-    if report:
-        hint = ", ".join(f"{k}={v!r}" for k, v in guess.items())
-        raise ValueError(f"{where} does not match {name} ({report}). The file looks like: {hint}")
-    model.load_state_dict(sd, strict=True)
-    return model.eval()
+def __getattr__(name: str):  # names that moved to another module in this release (ldetok_lite._compat)
+    return _compat.moved_attribute(__name__, name)

@@ -1,14 +1,20 @@
-"""Pictures: image grids, sweep grids and curves (PIL for frames, matplotlib for charts)."""
+"""Pictures: image grids, sweep grids and curves (PIL for frames, matplotlib for charts), and
+the figure helpers every notebook uses (class rows, training curves, the latent PCA picture).
+"""
 
 from __future__ import annotations
 
 import io
-import json
 from pathlib import Path
 
+import matplotlib.pyplot as plt
 import numpy as np
 import torch
 from PIL import Image, ImageDraw
+
+from . import _compat
+from .analysis import latent_pca
+from .io import atomic_write, read_jsonl
 
 
 def to_pil(img) -> Image.Image:
@@ -83,38 +89,19 @@ def png_bytes(img) -> bytes:
 
 
 def save_figure(fig, path: str | Path) -> Path:
-    """Save a matplotlib figure or a PIL image as PNG (atomically); returns the path."""
+    """Save a matplotlib figure (then closed), a PIL image or an image tensor as PNG, atomically."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp.png")
+    if isinstance(fig, torch.Tensor):
+        fig = image_grid(fig) if fig.ndim == 4 else to_pil(fig)
     if isinstance(fig, Image.Image):
-        fig.save(tmp, format="PNG")
-    elif isinstance(fig, torch.Tensor):
-        (image_grid(fig) if fig.ndim == 4 else to_pil(fig)).save(tmp, format="PNG")
-    else:
-        fig.savefig(tmp, format="png", dpi=110, bbox_inches="tight")
-    tmp.replace(path)
+        return atomic_write(path, lambda f: fig.save(f, format="PNG"))
+    atomic_write(path, lambda f: fig.savefig(f, format="png", dpi=110, bbox_inches="tight"))
+    plt.close(fig)
     return path
-
-
-def read_jsonl(path: str | Path) -> list[dict]:
-    """Rows of a ``metrics.jsonl`` file (incomplete last lines are skipped)."""
-    rows = []
-    p = Path(path)
-    if not p.exists():
-        return rows
-    for line in p.read_text().splitlines():
-        try:
-            rows.append(json.loads(line))
-        except json.JSONDecodeError:
-            continue
-    return rows
 
 
 def plot_curves(histories: dict, key: str = "loss", ax=None, smooth: int = 1, logy: bool = False):
     """Plot ``key`` against ``step`` for several runs ({label: list of metric dicts})."""
-    import matplotlib.pyplot as plt
-
     if ax is None:
         _, ax = plt.subplots(figsize=(5, 3.2))
     for label, rows in histories.items():
@@ -134,3 +121,36 @@ def plot_curves(histories: dict, key: str = "loss", ax=None, smooth: int = 1, lo
     if histories:
         ax.legend(fontsize=8)
     return ax
+
+
+def class_rows(images: torch.Tensor, labels: torch.Tensor, num_classes: int = 10,
+               per_class: int | None = None) -> list[torch.Tensor]:
+    """Rows of a class grid: one batch per class, in class order (empty classes skipped)."""
+    labels = torch.as_tensor(labels).cpu()
+    rows = [images[labels == c] for c in range(num_classes)]
+    return [r[:per_class] if per_class else r for r in rows if len(r)]
+
+
+def training_curve(run_dir: str | Path, title: str, key: str = "loss"):
+    """The training loss of a run (its ``metrics.jsonl``) as a small figure."""
+    rows = [r for r in read_jsonl(Path(run_dir) / "metrics.jsonl") if key in r and "split" not in r]
+    fig, ax = plt.subplots(figsize=(5, 2.6))
+    plot_curves({title: rows}, key, ax=ax, smooth=max(1, len(rows) // 20))
+    ax.set_title(f"{title}: training {key} ({len(rows)} logged steps)", fontsize=9)
+    return fig
+
+
+def latent_pca_image(tokenizers: dict, images: torch.Tensor, scale: int = 4) -> Image.Image:
+    """Input images, then each tokenizer's latent grid on its first 3 principal components as RGB
+    (``analysis.latent_pca``), one labelled row each (notebook 04)."""
+    rows, labels = [images.cpu().float()], ["input"]
+    h = images.shape[-1]
+    for name, tok in tokenizers.items():
+        pic = latent_pca(tok, images)
+        rows.append(torch.nn.functional.interpolate(pic, size=(h, h), mode="nearest"))
+        labels.append(f"{name} PCA")
+    return labelled_grid(rows, row_labels=labels, scale=scale // 2 or 1)
+
+
+def __getattr__(name: str):  # names that moved to another module in this release (ldetok_lite._compat)
+    return _compat.moved_attribute(__name__, name)

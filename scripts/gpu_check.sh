@@ -101,12 +101,12 @@ for nb in 20_full_tokenizer 21_full_generator 22_full_evaluation; do
 done
 
 # ---------------------------------------------------------------- 3. speed benchmark
-part bench_tokenizer 120 "$PY" -m ldetok_lite.benchmarks.speed "${BENCH_TOK[@]}" --json "$OUT/bench_tokenizer.json"
+part bench_tokenizer 120 "$PY" -m ldetok_lite.cli bench speed "${BENCH_TOK[@]}" --json "$OUT/bench_tokenizer.json"
 if [ "$(left)" -gt 150 ]; then
-  part bench_generators 180 "$PY" -m ldetok_lite.benchmarks.speed "${BENCH_GEN[@]}" --steps 10 --warmup 3 \
+  part bench_generators 180 "$PY" -m ldetok_lite.cli bench speed "${BENCH_GEN[@]}" --steps 10 --warmup 3 \
     --compile "$([ "$CHECK_SIZE" = cpu ] && echo off || echo on)" --json "$OUT/bench_generators.json"
 elif [ "$(left)" -gt 60 ]; then
-  part bench_generators_eager 90 "$PY" -m ldetok_lite.benchmarks.speed "${BENCH_GEN[@]}" --steps 8 --warmup 2 \
+  part bench_generators_eager 90 "$PY" -m ldetok_lite.cli bench speed "${BENCH_GEN[@]}" --steps 8 --warmup 2 \
     --compile off --json "$OUT/bench_generators.json"
 else
   printf 'bench_generators\tSKIPPED(budget)\t0s\n' >> "$STATUS"

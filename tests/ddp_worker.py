@@ -12,13 +12,15 @@ distribution only.
 
 import sys
 
-from ldetok_lite import cli, distributed, training_cli
+from ldetok_lite import cli
+from ldetok_lite.cli import train as train_cli
 from ldetok_lite.tokenizer import DeTok
+from ldetok_lite.training import distributed
 
 _RANDOM_FORWARD = DeTok.forward
 
 
-def deterministic_forward(self, x, generator=None):
+def deterministic_forward(self, x, rng=None):
     z, ids_restore, posterior = self.encode(x)
     return self.decode(z, ids_restore), posterior.kl()
 
@@ -44,7 +46,7 @@ if __name__ == "__main__":
                 raise SystemExit(f"unknown mode {mode!r}; use plain | deterministic")
             DeTok.forward = deterministic_forward if mode == "deterministic" else _RANDOM_FORWARD
             args = parser.parse_args(argv)
-            training_cli._run(args, info)
+            train_cli._run(args, info)
             distributed.barrier()
     finally:
         distributed.cleanup()

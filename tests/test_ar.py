@@ -1,4 +1,4 @@
-"""RasterAR / RandomAR (ARDiff, DETOK_SPEC §4.3): orders, causality, the KV cache, guidance."""
+"""RasterAR / RandomAR (official models/ardiff.py, ARDiff): orders, causality, the KV cache, guidance."""
 
 from __future__ import annotations
 
@@ -10,14 +10,7 @@ import torch
 from ldetok_lite.generators import create_generator
 from ldetok_lite.generators.mar import patchify, to_order
 
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """These models are tiny: one intra-op thread is faster (and much faster on a busy machine)."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 SMALL = dict(input_size=4, hidden_size=32, depth=2, num_heads=2, head_width=32, head_depth=1, head_steps=3)
 
@@ -42,7 +35,7 @@ def test_orders():
     assert raster.order == "raster" and raster.family == "RasterAR"
     assert torch.equal(raster.orders(3), torch.arange(16).expand(3, 16))
     rnd = _small("RandomAR_tiny")
-    o = rnd.orders(5, generator=torch.Generator().manual_seed(0))
+    o = rnd.orders(5, rng=torch.Generator().manual_seed(0))
     assert torch.equal(o.sort(1).values, torch.arange(16).expand(5, 16))
     assert len({tuple(r.tolist()) for r in o}) == 5
 
@@ -51,7 +44,7 @@ def test_orders():
 def test_teacher_forcing_is_causal_and_target_aware(name):
     m = _small(name)
     tokens = torch.randn(2, 16, 8)
-    orders = m.orders(2, generator=torch.Generator().manual_seed(0))
+    orders = m.orders(2, rng=torch.Generator().manual_seed(0))
     cls = m.y_embedder.embedding_table(torch.tensor([1, 2]))
     z = m.conditions(tokens, orders, cls)
     assert z.shape == (2, 16, 32)
@@ -74,7 +67,7 @@ def test_teacher_forcing_is_causal_and_target_aware(name):
 def test_kv_cache_backbone_matches_full_prefix():
     m = _small("RandomAR_tiny")
     tokens = torch.randn(3, 16, 8)
-    orders = m.orders(3, generator=torch.Generator().manual_seed(0))
+    orders = m.orders(3, rng=torch.Generator().manual_seed(0))
     cls = m.y_embedder.embedding_table(torch.tensor([0, 5, 9]))
     full = m.conditions(tokens, orders, cls)
     tok_ord = to_order(tokens, orders)
@@ -90,8 +83,8 @@ def test_kv_cache_backbone_matches_full_prefix():
 @pytest.mark.parametrize("cfg", [1.0, 3.0])
 def test_kv_cache_sampling_equals_no_cache(name, cfg):
     m = _small(name)
-    a = m.generate([1, 7], cfg=cfg, generator=torch.Generator().manual_seed(0), use_kv_cache=True)
-    b = m.generate([1, 7], cfg=cfg, generator=torch.Generator().manual_seed(0), use_kv_cache=False)
+    a = m.generate([1, 7], cfg_scale=cfg, rng=torch.Generator().manual_seed(0), use_kv_cache=True)
+    b = m.generate([1, 7], cfg_scale=cfg, rng=torch.Generator().manual_seed(0), use_kv_cache=False)
     assert a.shape == (2, 8, 4, 4)
     _close(a, b)
 
@@ -99,24 +92,24 @@ def test_kv_cache_sampling_equals_no_cache(name, cfg):
 def test_guidance_scale_one_equals_conditional_and_first_token_unguided():
     m = _small("RasterAR_tiny")
     g = lambda: torch.Generator().manual_seed(0)  # noqa: E731
-    cond = m.generate([2, 3], cfg=1.0, generator=g())
-    _close(m.generate([2, 3], cfg=1.0, generator=g(), force_guidance=True), cond)
-    guided = m.generate([2, 3], cfg=5.0, generator=g())
+    cond = m.generate([2, 3], cfg_scale=1.0, rng=g())
+    _close(m.generate([2, 3], cfg_scale=1.0, rng=g(), force_guidance=True), cond)
+    guided = m.generate([2, 3], cfg_scale=5.0, rng=g())
     # linear schedule: cfg_0 = 1, so the first token (raster: position (0, 0)) is unguided
     _close(guided[:, :, 0, 0], cond[:, :, 0, 0])
     assert not torch.allclose(guided[:, :, 3, 3], cond[:, :, 3, 3])
-    const = m.generate([2, 3], cfg=5.0, generator=g(), cfg_schedule="constant")
+    const = m.generate([2, 3], cfg_scale=5.0, rng=g(), cfg_schedule="constant")
     assert not torch.allclose(const[:, :, 0, 0], cond[:, :, 0, 0])
 
 
 def test_trajectory_adds_one_token_per_step_in_order():
     m = _small("RandomAR_tiny")
-    out, traj = m.generate([4], generator=torch.Generator().manual_seed(1), return_trajectory=True)
+    out, traj = m.generate([4], rng=torch.Generator().manual_seed(1), return_trajectory=True)
     assert len(traj) == 17 and torch.count_nonzero(traj[0]) == 0
     torch.testing.assert_close(traj[-1], out)
     known = [int((t != 0).any(1).sum()) for t in traj]
     assert known == list(range(17))
-    orders = m.orders(1, generator=torch.Generator().manual_seed(1))
+    orders = m.orders(1, rng=torch.Generator().manual_seed(1))
     first = (traj[1] != 0).any(1).flatten()
     assert torch.nonzero(first).flatten().tolist() == [int(orders[0, 0])]
 
@@ -132,8 +125,8 @@ def test_loss_covers_every_token_in_order(monkeypatch):
 
     monkeypatch.setattr(m.diffloss, "forward", spy)
     lat = torch.randn(2, 8, 4, 4)
-    loss = m.loss(lat, torch.tensor([1, 2]), generator=torch.Generator().manual_seed(3))
-    orders = m.orders(2, generator=torch.Generator().manual_seed(3))
+    loss = m.loss(lat, torch.tensor([1, 2]), rng=torch.Generator().manual_seed(3))
+    orders = m.orders(2, rng=torch.Generator().manual_seed(3))
     assert torch.isfinite(loss) and seen["mask"] is None
     assert torch.equal(seen["target"], to_order(patchify(lat), orders).reshape(-1, 8))
     m(lat, torch.tensor([1, 10])).backward()  # through the public interface; 10 = null class
@@ -153,7 +146,7 @@ def test_num_steps_sets_head_steps(monkeypatch):
 @pytest.mark.parametrize("kwargs, err, match", [
     (dict(num_steps=0), ValueError, "num_steps"),
     (dict(num_steps=1001), ValueError, "num_steps"),
-    (dict(cfg=0.9), ValueError, "cfg"),
+    (dict(cfg_scale=0.9), ValueError, "cfg"),
     (dict(temperature=-1.0), ValueError, "temperature"),
     (dict(use_kv_cache="yes"), TypeError, "use_kv_cache"),
     (dict(cfg_schedule="cosine"), ValueError, "cfg_schedule"),
@@ -220,6 +213,6 @@ def test_starts_from_a_learned_bos_and_zero_final_adaln(name):
     assert torch.count_nonzero(m.final_adaLN[-1].weight) == 0 and torch.count_nonzero(m.final_adaLN[-1].bias) == 0
     # the first input does not depend on the class: only the conditions of the blocks do
     tokens = torch.randn(2, 64, 8)
-    orders = m.orders(2, generator=torch.Generator().manual_seed(0))
+    orders = m.orders(2, rng=torch.Generator().manual_seed(0))
     h = m.inputs(to_order(tokens, orders)[:, :-1])
     torch.testing.assert_close(h[:, 0], m.bos_token[0].expand(2, -1))

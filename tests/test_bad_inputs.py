@@ -28,14 +28,18 @@ import torch
 
 from ldetok_lite import checkpoint as C
 from ldetok_lite import corruption as K
-from ldetok_lite import fid as F
+from ldetok_lite import evaluation as F
 from ldetok_lite import metrics as M
-from ldetok_lite import train as T
+from ldetok_lite import training as T
 from ldetok_lite.cli import main as cli_main
-from ldetok_lite.config import ConfigError, DataConfig, TokenizerConfig, TrainConfig, load_preset
+from ldetok_lite.config import ConfigError, DataConfig, TokenizerConfig, TrainConfig
+from ldetok_lite.convert import load_official_checkpoint
 from ldetok_lite.data import DataError, ImageFolderDataset, ShapesDataset, make_dataset, make_loader
 from ldetok_lite.generators import create_generator, decode_latents
-from ldetok_lite.tokenizer import create_tokenizer, load_official_checkpoint
+from ldetok_lite.io import UnsafeFileError, safe_torch_load
+from ldetok_lite.presets import load_preset
+from ldetok_lite.pretrained import from_pretrained
+from ldetok_lite.tokenizer import create_tokenizer
 
 ROOT = Path(__file__).resolve().parents[1]
 NAN, INF = float("nan"), float("inf")
@@ -79,6 +83,10 @@ def dit():
 def sit():
     torch.manual_seed(0)
     return create_generator("SiT_tiny")
+
+
+def fid(images, reference, **kwargs) -> float:
+    return F.compute_metrics(images, reference, **kwargs)["fid"]
 
 
 def imgs(n=2, size=32, channels=3, dtype=torch.float32):
@@ -284,10 +292,10 @@ CASES: list[Case] = [
                     r" allowed: .*in_channels"),
     Case("gen-bad-size", "create_generator(in_channels=0)", lambda: create_generator("DiT_tiny", in_channels=0),
          ValueError, r"in_channels=0 is invalid; allowed: an int >= 1"),
-    Case("gen-cfg-low", "generate(labels, cfg=0.5)", lambda: dit().generate(labels(), cfg=0.5, num_steps=2),
-         ValueError, r"cfg=0\.5 is out of range; allowed \[1, inf\) \(1 = no guidance\)"),
-    Case("gen-cfg-nan", "generate(labels, cfg=nan)", lambda: dit().generate(labels(), cfg=NAN, num_steps=2),
-         ValueError, r"cfg=nan is out of range; allowed \[1, inf\)"),
+    Case("gen-cfg-low", "generate(labels, cfg_scale=0.5)", lambda: dit().generate(labels(), cfg_scale=0.5, num_steps=2),
+         ValueError, r"cfg_scale=0\.5 is out of range; allowed \[1, inf\) \(1 = no guidance\)"),
+    Case("gen-cfg-nan", "generate(labels, cfg_scale=nan)", lambda: dit().generate(labels(), cfg_scale=NAN, num_steps=2),
+         ValueError, r"cfg_scale=nan is out of range; allowed \[1, inf\)"),
     Case("gen-steps-zero", "generate(labels, num_steps=0)", lambda: dit().generate(labels(), num_steps=0),
          ValueError, r"num_steps=0 is invalid; allowed: an int >= 1"),
     Case("gen-steps-float", "generate(labels, num_steps=2.5)", lambda: dit().generate(labels(), num_steps=2.5),
@@ -342,24 +350,24 @@ CASES: list[Case] = [
          ValueError, r"images of 8x8 are smaller than the SSIM window win_size=11"),
     Case("ssim-inf", "ssim(x, y with Inf)", lambda: M.ssim(imgs(), poisoned(INF)),
          ValueError, r"x/y contain NaN or Inf values"),
-    Case("fid-too-few", "fid(1 image, 4 images)", lambda: F.fid(imgs(1), imgs(4)),
-         ValueError, r"input1 has 1 image; FID/KID need at least 2 per set"),
-    Case("fid-nan", "fid(images with NaN, images)", lambda: F.fid(poisoned(NAN, n=4), imgs(4)),
-         ValueError, r"input1 contain NaN or Inf values"),
-    Case("fid-channels", "fid(images with 1 channel, images)", lambda: F.fid(imgs(4, channels=1), imgs(4)),
-         ValueError, r"input1 must have shape \(N, 3, H, W\) with N >= 1, got \(4, 1, 32, 32\)"),
-    Case("fid-sizes", "fid(32x32 images, 64x64 images)", lambda: F.fid(imgs(4), imgs(4, size=64)),
-         ValueError, r"input1 images are 32x32 but input2 images are 64x64; allowed: both sets at the same size"),
-    Case("fid-range", "fid(images in [0, 255] as float, images)", lambda: F.fid(imgs(4) * 255, imgs(4)),
-         ValueError, r"input1 values span \[.*\], out of range; allowed \[0, 1\]"),
-    Case("fid-int64", "fid(images int64, images)", lambda: F.fid(imgs(4, dtype=torch.int64), imgs(4)),
-         TypeError, r"input1 must be float in \[0, 1\] or uint8, got dtype torch\.int64"),
+    Case("fid-too-few", "fid(1 image, 4 images)", lambda: fid(imgs(1), imgs(4)),
+         ValueError, r"images has 1 image; FID/KID need at least 2 per set"),
+    Case("fid-nan", "fid(images with NaN, images)", lambda: fid(poisoned(NAN, n=4), imgs(4)),
+         ValueError, r"images contain NaN or Inf values"),
+    Case("fid-channels", "fid(images with 1 channel, images)", lambda: fid(imgs(4, channels=1), imgs(4)),
+         ValueError, r"images must have shape \(N, 3, H, W\) with N >= 1, got \(4, 1, 32, 32\)"),
+    Case("fid-sizes", "fid(32x32 images, 64x64 images)", lambda: fid(imgs(4), imgs(4, size=64)),
+         ValueError, r"images are 32x32 but the reference images are 64x64; allowed: both sets at the same size"),
+    Case("fid-range", "fid(images in [0, 255] as float, images)", lambda: fid(imgs(4) * 255, imgs(4)),
+         ValueError, r"images values span \[.*\], out of range; allowed \[0, 1\]"),
+    Case("fid-int64", "fid(images int64, images)", lambda: fid(imgs(4, dtype=torch.int64), imgs(4)),
+         TypeError, r"images must be float in \[0, 1\] or uint8, got dtype torch\.int64"),
     Case("fid-missing-folder", "fid(a folder that does not exist, images)",
-         lambda: F.fid(str(scratch() / "nope"), imgs(4)),
-         FileNotFoundError, r"input1: image folder '.*nope' does not exist"),
-    Case("fid-empty-folder", "fid(an empty folder, images)", lambda: F.fid(str(empty_dir()), imgs(4)),
-         ValueError, r"input1: folder '.*empty' has no images \(png, "),
-    Case("fid-feature-net", "fid(..., feature_net='vgg')", lambda: F.fid(imgs(4), imgs(4), feature_net="vgg"),
+         lambda: fid(str(scratch() / "nope"), imgs(4)),
+         FileNotFoundError, r"images: image folder '.*nope' does not exist"),
+    Case("fid-empty-folder", "fid(an empty folder, images)", lambda: fid(str(empty_dir()), imgs(4)),
+         ValueError, r"images: folder '.*empty' has no images \(png, "),
+    Case("fid-feature-net", "fid(..., feature_net='vgg')", lambda: fid(imgs(4), imgs(4), feature_net="vgg"),
          ValueError, r"feature_net='vgg' is not known; allowed: shapes-cnn, inception"),
     Case("fid-stats-few", "fid_stats(features of 1 row)", lambda: F.fid_stats(torch.randn(1, 16)),
          ValueError, r"features must be a \(N, D\) tensor with N >= 2"),
@@ -399,7 +407,8 @@ CASES: list[Case] = [
          DataError, r"batch_size=64 is larger than the train set \(8 images\)"),
     # ---- config and presets
     Case("cfg-preset", "load_preset('tinny')", lambda: load_preset("tinny"),
-         ConfigError, r"unknown preset 'tinny' \(did you mean 'tiny'\?\); allowed: smoke, tiny, small, full"),
+         ConfigError, r"unknown preset 'tinny' \(did you mean 'tiny'\?\); allowed: smoke, tiny, tiny-long, small, "
+                      r"full"),
     Case("cfg-key", "override tokenizer.gama=2", lambda: load_preset("smoke").override(**{"tokenizer.gama": 2.0}),
          ConfigError, r"unknown TokenizerConfig key 'gama' \(did you mean 'gamma'\?\); allowed: model, "),
     Case("cfg-group", "override tokenizr.gamma=2", lambda: load_preset("smoke").override(**{"tokenizr.gamma": 2.0}),
@@ -418,9 +427,9 @@ CASES: list[Case] = [
     Case("cfg-mask-range", "override tokenizer.mask_ratio=1.0",
          lambda: load_preset("smoke").override(**{"tokenizer.mask_ratio": 1.0}),
          ConfigError, r"TokenizerConfig\.mask_ratio=1\.0 is out of range; allowed \[0\.0, 1\.0\)"),
-    Case("cfg-cfg-range", "override generator.cfg=0.5",
-         lambda: load_preset("smoke").override(**{"generator.cfg": 0.5}),
-         ConfigError, r"GeneratorConfig\.cfg=0\.5 is out of range; allowed \[1\.0, inf\]"),
+    Case("cfg-cfg-range", "override generator.cfg_scale=0.5",
+         lambda: load_preset("smoke").override(**{"generator.cfg_scale": 0.5}),
+         ConfigError, r"GeneratorConfig\.cfg_scale=0\.5 is out of range; allowed \[1\.0, inf\]"),
     Case("cfg-latent-stats", "override generator.latent_stats=median",
          lambda: load_preset("smoke").override(**{"generator.latent_stats": "median"}),
          ConfigError, r"GeneratorConfig\.latent_stats='median' is not known .*allowed: mean, sample"),
@@ -443,19 +452,19 @@ CASES: list[Case] = [
          lambda: C.load_weights(create_generator("DiT_tiny", in_channels=4), gen_ckpt()),
          C.CheckpointError, r"do not fit this model"),
     Case("ckpt-truncated", "from_pretrained(a checkpoint whose weights were truncated)",
-         lambda: C.from_pretrained(truncated_ckpt()),
+         lambda: from_pretrained(truncated_ckpt()),
          C.CheckpointError, r"checkpoint file '.*model\.safetensors' is truncated \(1000 bytes, expected \d+\)"),
-    Case("ckpt-missing", "from_pretrained('does/not/exist')", lambda: C.from_pretrained(scratch() / "nope"),
+    Case("ckpt-missing", "from_pretrained('does/not/exist')", lambda: from_pretrained(scratch() / "nope"),
          C.CheckpointError, r"'.*nope' does not exist"),
-    Case("ckpt-empty-run", "from_pretrained(a run dir with no checkpoint)", lambda: C.from_pretrained(empty_dir()),
+    Case("ckpt-empty-run", "from_pretrained(a run dir with no checkpoint)", lambda: from_pretrained(empty_dir()),
          C.CheckpointError, r"no complete checkpoint in '.*empty' \(expected checkpoints/step_\*/MANIFEST\.json\)"),
-    Case("ckpt-which", "from_pretrained(..., which='best')", lambda: C.from_pretrained(tok_ckpt(), which="best"),
+    Case("ckpt-which", "from_pretrained(..., which='best')", lambda: from_pretrained(tok_ckpt(), which="best"),
          ValueError, r"which='best' is not known; allowed: 'ema', 'model'"),
-    Case("ckpt-pickle", "safe_torch_load(.pth carrying a pickled object)", lambda: C.safe_torch_load(evil_pth()),
-         C.CheckpointError, r"refusing to load '.*evil\.pth': it carries a pickled Python object .*could run code"),
+    Case("ckpt-pickle", "safe_torch_load(.pth carrying a pickled object)", lambda: safe_torch_load(evil_pth()),
+         UnsafeFileError, r"refused '.*evil\.pth': it contains pickled code or Python objects \(__builtin__\.print\)"),
     Case("official-pickle", "load_official_checkpoint(.pth carrying a pickled object)",
          lambda: load_official_checkpoint(evil_pth(), "detok_tiny"),
-         ValueError, r"refusing to load '.*evil\.pth': it carries a pickled Python object"),
+         ValueError, r"refused '.*evil\.pth': it contains pickled code"),
     Case("official-truncated", "load_official_checkpoint(a truncated .pth)",
          lambda: load_official_checkpoint(truncated_pth(), "detok_tiny"),
          ValueError, r"'.*truncated\.pth'.*(truncated|corrupt)"),
@@ -470,7 +479,7 @@ CASES: list[Case] = [
          CliFailed, r"^ldetok-lite: error: notebook '99_nope' matches no notebook; known: 00_welcome"),
     Case("cli-run-preset", "ldetok-lite run 01 --preset tinny",
          lambda: cli("run", "01", "--preset", "tinny", "--out", str(scratch() / "o")),
-         CliFailed, r"unknown preset 'tinny' \(did you mean 'tiny'\?\); allowed: smoke, tiny, small, full"),
+         CliFailed, r"unknown preset 'tinny' \(did you mean 'tiny'\?\); allowed: smoke, tiny, tiny-long, small, full"),
     Case("cli-run-param-name", "ldetok-lite run 01 -p gama 2",
          lambda: cli("run", "01", "--preset", "smoke", "--out", str(scratch() / "o"), "-p", "gama", "2"),
          CliFailed, r"unknown parameter 'gama' for 01_latent_corruption; it takes: preset, seed, out_dir"),
@@ -499,9 +508,9 @@ CASES: list[Case] = [
     Case("cli-eval-missing", "ldetok-lite evaluate --tokenizer /missing",
          lambda: cli("evaluate", "--tokenizer", str(scratch() / "nope")),
          CliFailed, r"--tokenizer '.*nope' is not a directory"),
-    Case("cli-eval-cfg", "ldetok-lite evaluate --cfg 0.5",
-         lambda: cli("evaluate", "--tokenizer", str(tok_ckpt()), "--cfg", "0.5"),
-         CliFailed, r"--cfg \[0\.5\] is out of range; allowed >= 1 \(1 = no guidance\)"),
+    Case("cli-eval-cfg", "ldetok-lite evaluate --cfg-scale 0.5",
+         lambda: cli("evaluate", "--tokenizer", str(tok_ckpt()), "--cfg-scale", "0.5"),
+         CliFailed, r"--cfg-scale \[0\.5\] is out of range; allowed >= 1 \(1 = no guidance\)"),
     Case("cli-eval-steps", "ldetok-lite evaluate --steps -1",
          lambda: cli("evaluate", "--tokenizer", str(tok_ckpt()), "--steps", "-1"),
          CliFailed, r"--steps -1 must be >= 0 \(0 = the family's default\)"),
@@ -513,7 +522,7 @@ CASES: list[Case] = [
          CliFailed, r"--temperature 0\.0 must be > 0"),
     Case("cli-eval-preset", "ldetok-lite evaluate --preset tinny",
          lambda: cli("evaluate", "--tokenizer", str(tok_ckpt()), "--preset", "tinny"),
-         CliFailed, r"--preset 'tinny' is not known; allowed: smoke, tiny, small, full"),
+         CliFailed, r"--preset 'tinny' is not known; allowed: smoke, tiny, tiny-long, small, full"),
     Case("cli-eval-kind", "ldetok-lite evaluate --tokenizer <a generator checkpoint>",
          lambda: cli("evaluate", "--tokenizer", str(gen_ckpt()), "--preset", "smoke"),
          CliFailed, r"'.*gen_ckpt' holds a generator checkpoint, not a tokenizer"),
@@ -544,7 +553,7 @@ CASES: list[Case] = [
          CliFailed, r"--set 'gamma' must look like group\.key=value, e\.g\. tokenizer\.gamma=2\.0"),
     Case("cli-train-variant", "ldetok-lite train tokenizer --variant big",
          lambda: cli("train", "tokenizer", "--out", str(scratch() / "t"), "--variant", "big"),
-         CliFailed, r"--variant 'big' is not known; allowed: plain, ldetok"),
+         CliFailed, r"--variant 'big' is not known; allowed: plain, mask_only, noise_only, ldetok, additive"),
     Case("cli-train-device", "ldetok-lite train tokenizer --device tpu",
          lambda: cli("train", "tokenizer", "--out", str(scratch() / "t"), "--device", "tpu"),
          CliFailed, r"device='tpu' is not known; use one of auto, cpu, cuda, mps"),
@@ -576,9 +585,9 @@ CASES: list[Case] = [
     Case("cli-bench-gen-model", "ldetok-lite bench generator --model SiT_tinyy",
          lambda: cli("bench", "generator", "--model", "SiT_tinyy"),
          CliFailed, r"unknown generator 'SiT_tinyy' \(did you mean 'SiT_tiny'\?\)"),
-    Case("cli-bench-gen-cfg", "ldetok-lite bench generator --cfg 0.5",
-         lambda: cli("bench", "generator", "--model", "DiT_tiny", "--cfg", "0.5"),
-         CliFailed, r"cfg=0\.5 is out of range; allowed \[1, inf\) \(1 = no guidance\)"),
+    Case("cli-bench-gen-cfg", "ldetok-lite bench generator --cfg-scale 0.5",
+         lambda: cli("bench", "generator", "--model", "DiT_tiny", "--cfg-scale", "0.5"),
+         CliFailed, r"cfg_scale=0\.5 is out of range; allowed \[1, inf\) \(1 = no guidance\)"),
     Case("cli-bench-gen-batch", "ldetok-lite bench generator --batch 0",
          lambda: cli("bench", "generator", "--model", "DiT_tiny", "--batch", "0"),
          CliFailed, r"--batch 0 must be >= 1"),
@@ -638,10 +647,10 @@ def test_notebook_parameters_are_never_evaluated():
     """-p values stay strings (papermill's CLI typing) and are injected as quoted literals."""
     from papermill.translators import PythonTranslator
 
-    from ldetok_lite.cli import _parse_value
+    from ldetok_lite.io import parse_value
 
     code = "__import__('os').system('touch pwned')"
-    value = _parse_value(code)
+    value = parse_value(code)
     assert value == code and isinstance(value, str)
     src = PythonTranslator.codify({"device": value})
     ns: dict = {}
@@ -703,7 +712,7 @@ def test_unreadable_image_is_skipped_and_counted():
 
 def test_bad_input_leaves_no_output(tmp_path):
     """Bad options fail before anything is written: no out dir, no checkpoint, no latent cache."""
-    from ldetok_lite import train as T
+    from ldetok_lite import training as T
 
     out = tmp_path / "gen"
     with pytest.raises(ValueError, match=r"unknown generator 'SiTT_tiny'"):

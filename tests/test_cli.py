@@ -3,8 +3,9 @@ import sys
 
 import pytest
 
-from ldetok_lite.cli import _parse_value, main
+from ldetok_lite.cli import main
 from ldetok_lite.config import ConfigError
+from ldetok_lite.io import parse_overrides, parse_value
 from ldetok_lite.notebook import check_parameters
 
 
@@ -59,9 +60,16 @@ def test_failing_notebook_stops_with_name_and_cell(root, tmp_path, capsys):
     assert (tmp_path / "out" / "99_broken.ipynb").exists()  # the executed copy shows the traceback
 
 
-def test_parse_value_follows_papermill():
-    assert _parse_value("True") is True and _parse_value("None") is None
-    assert _parse_value("3") == 3 and _parse_value("0.5") == 0.5 and _parse_value("cpu") == "cpu"
+def test_one_set_grammar():
+    """One grammar for every --set, -p and the overrides notebook parameter (io.parse_value)."""
+    assert parse_value("True") is True and parse_value("true") is True and parse_value("None") is None
+    assert parse_value("3") == 3 and parse_value("0.5") == 0.5 and parse_value("cpu") == "cpu"
+    assert parse_value("[1, 2.5]") == [1, 2.5] and parse_value("'3'") == "3"
+    assert parse_overrides(["tokenizer.gamma=2", "eval.cfg_scales=[1, 2]"]) == {"tokenizer.gamma": 2,
+                                                                              "eval.cfg_scales": [1, 2]}
+    assert parse_overrides("a.b=True c.d=[1, 2]; e.f=x") == {"a.b": True, "c.d": [1, 2], "e.f": "x"}
+    with pytest.raises(ValueError, match="group.key=value"):
+        parse_overrides(["gamma"])
 
 
 def test_notebook_setup_rejects_unknown_wrong_type_and_range():

@@ -1,4 +1,4 @@
-"""The tokenizer × generator comparison (issue 10): table maths, variants, an end-to-end smoke run."""
+"""The tokenizer × generator comparison: table maths, variants and plans, an end-to-end smoke run."""
 
 from __future__ import annotations
 
@@ -10,7 +10,11 @@ from pathlib import Path
 import pytest
 import torch
 
-from ldetok_lite import compare as C
+from ldetok_lite import analysis
+from ldetok_lite import presets as P
+from ldetok_lite.experiments import cache
+from ldetok_lite.experiments import table as C
+from ldetok_lite.experiments.compare import run_comparison
 
 
 def _rows():
@@ -66,7 +70,7 @@ def test_write_outputs_and_load(tmp_path):
 def test_sweep_summary_and_plot(tmp_path):
     rows = []
     for g in range(5):
-        v = C.variant_name(g, 0.7)
+        v = P.variant_name(g, 0.7)
         rows.append({"kind": "tokenizer", "variant": v, "seed": 0, "rfid": 1.0 + g})
         rows.append({"kind": "generator", "family": "SiT", "variant": v, "seed": 0, "gfid": 10.0 - g})
     sw = C.summarize_sweeps(rows)
@@ -77,22 +81,20 @@ def test_sweep_summary_and_plot(tmp_path):
 
 
 def test_variants_and_plans():
-    assert C.variant_name(3, 0.7) == "ldetok"
-    assert C.variant_name(0, 0) == "plain"
-    assert C.variant_name(3, 0.7, True) == "additive"
-    assert C.variant_name(2, 0.7) == "g2-m0.7"
-    assert C.variant_settings("g2-m0.9-add") == {"gamma": 2.0, "mask_ratio": 0.9, "use_additive_noise": True}
-    assert C.variant_settings("noise_only")["mask_ratio"] == 0.0
+    assert P.variant_name(3, 0.7) == "ldetok"
+    assert P.variant_name(0, 0) == "plain"
+    assert P.variant_name(3, 0.7, True) == "additive"
+    assert P.variant_name(2, 0.7) == "g2-m0.7"
+    assert P.variant_settings("g2-m0.9-add") == {"gamma": 2.0, "mask_ratio": 0.9, "use_additive_noise": True}
+    assert P.variant_settings("noise_only")["mask_ratio"] == 0.0
     with pytest.raises(ValueError, match="mask_ratio"):
-        C.variant_name(3, 1.0)
+        P.variant_name(3, 1.0)
     with pytest.raises(ValueError, match="not known"):
-        C.variant_settings("fancy")
+        P.variant_settings("fancy")
     with pytest.raises(ValueError, match="not known"):
-        C.compare_plan("huge")
-    long = C.compare_plan("compare")
-    assert long.warm_start_steps > 0 and not long.uses_series_cache
-    assert C.compare_plan("smoke").uses_series_cache
-    assert not C.compare_plan("smoke", overrides={"generator_train.steps": 2}).uses_series_cache
+        P.compare_plan("huge")
+    long = P.compare_plan("compare")
+    assert long.preset.tokenizer.warm_start_steps > 0 and long.preset.tokenizer.warm_start_seed == 0
 
 
 def test_mechanism_probes():
@@ -101,17 +103,17 @@ def test_mechanism_probes():
     torch.manual_seed(0)
     tok = create_tokenizer("detok_tiny").eval()
     x = torch.rand(4, 3, 32, 32)
-    curve = C.noise_robustness(tok, x, taus=(0.0, 1.0))
+    curve = analysis.noise_robustness(tok, x, taus=(0.0, 1.0))
     assert len(curve) == 2 and all(math.isfinite(v) for v in curve)
-    corr = C.neighbour_correlation(tok, x)
+    corr = analysis.neighbour_correlation(tok, x)
     assert -1.0 <= corr <= 1.0
     with pytest.raises(ValueError, match="tau"):
-        C.noise_robustness(tok, x, taus=(1.5,))
+        analysis.noise_robustness(tok, x, taus=(1.5,))
 
 
 def test_comparison_end_to_end_smoke(tmp_path, shared_cache):
     out = tmp_path / "cmp"
-    res = C.run_comparison("smoke", seeds=(0,), out_dir=out, cache_dir=shared_cache,
+    res = run_comparison("smoke", seeds=(0,), out_dir=out, cache_dir=shared_cache,
                            tokenizers=("plain", "ldetok"), generators=("SiT",), device="cpu", log=None,
                            progress="none", feature_cache_dir=shared_cache)
     for name in ("summary.json", "table.csv", "ratios.csv", "tokenizers.csv", "comparison.png", "rows.jsonl"):
@@ -128,7 +130,7 @@ def test_comparison_end_to_end_smoke(tmp_path, shared_cache):
     from ldetok_lite.cli import main
 
     n_rows = len((out / "rows.jsonl").read_text().splitlines())
-    rc = main(["bench", "compare", "--preset", "smoke", "--seeds", "1", "--out", str(out), "--cache-dir",
+    rc = main(["bench", "compare", "--plan", "smoke", "--seeds", "1", "--out", str(out), "--cache-dir",
                str(shared_cache), "--feature-cache-dir", str(shared_cache), "--tokenizers", "plain", "ldetok",
                "--generators", "SiT", "--device", "cpu", "--quiet"])
     assert rc == 0
@@ -136,56 +138,61 @@ def test_comparison_end_to_end_smoke(tmp_path, shared_cache):
 
 
 def test_decoder_finetune_keeps_the_latents_and_the_generators(tmp_path, shared_cache):
-    plan = C.compare_plan("smoke", decoder_finetune_steps=3)
-    assert plan.uses_series_cache and plan.to_dict()["decoder_finetune_steps"] == 3
-    tiny = C.compare_plan("tiny")  # by default half the tokenizer's steps (the paper: 100 of 200 epochs)
+    plan = P.compare_plan("smoke", decoder_finetune_steps=3)
+    assert plan.preset == P.load_preset("smoke") and plan.to_dict()["decoder_finetune_steps"] == 3
+    tiny = P.compare_plan("tiny")  # by default half the tokenizer's steps (the paper: 100 of 200 epochs)
     assert tiny.decoder_finetune_steps == tiny.preset.tokenizer_train.steps // 2
-    assert C.compare_plan("tiny", decoder_finetune_steps=0).decoder_finetune_steps == 0
-    tok, _ = C.get_tokenizer(plan, "ldetok", shared_cache, device="cpu", log=None, progress="none")
-    ft, info = C.finetune_decoder(plan, "ldetok", tok, device="cpu", log=None, progress="none")
-    assert info["run_dir"].endswith("-ft3") and ft.gamma == 0.0 and ft.mask_ratio == 0.0
+    assert P.compare_plan("tiny", decoder_finetune_steps=0).decoder_finetune_steps == 0
+    quiet = dict(device="cpu", log=lambda *a: None, progress="none")
+    tok = cache.get_tokenizer(plan.preset, "ldetok", shared_cache, **quiet)
+    ft = cache.finetune_decoder(plan.preset, "ldetok", tok, steps=3, **quiet)
+    assert ft.run_dir.endswith("-ft3") and ft.gamma == 0.0 and ft.mask_ratio == 0.0
     x = torch.rand(4, 3, 32, 32)
     with torch.no_grad():
         assert torch.equal(tok.tokenize(x), ft.tokenize(x))  # the same latents
         assert not torch.equal(tok.reconstruct(x), ft.reconstruct(x))  # a different decoder
     out = tmp_path / "cmp-ft"
-    res = C.run_comparison(plan, seeds=(0,), out_dir=out, cache_dir=shared_cache, tokenizers=("plain", "ldetok"),
+    res = run_comparison(plan, seeds=(0,), out_dir=out, cache_dir=shared_cache, tokenizers=("plain", "ldetok"),
                            generators=("SiT",), device="cpu", log=None, progress="none",
                            feature_cache_dir=shared_cache)
     toks = {r["variant"]: r for r in res.rows if r["kind"] == "tokenizer"}
     assert all(math.isfinite(r["rfid_pretrain"]) and r["finetune_s"] > 0 for r in toks.values())
     gen_row = next(r for r in res.rows if r["kind"] == "generator" and r["variant"] == "ldetok")
-    from ldetok_lite import artifacts
-
     # the generator is the one trained on the pre-fine-tune tokenizer (reused, not retrained)
-    assert gen_row["run_dir"] == str(artifacts.generator_dir(plan.preset, "SiT", "ldetok", shared_cache))
+    assert gen_row["run_dir"] == str(cache.generator_dir(plan.preset, "SiT", "ldetok", shared_cache))
     assert "before the decoder fine-tune" in C.format_table(res.summary)
     with pytest.raises(ValueError, match="decoder_finetune_steps"):
-        C.compare_plan("smoke", decoder_finetune_steps=-1)
+        P.compare_plan("smoke", decoder_finetune_steps=-1)
 
 
-def test_own_cache_keeps_the_presets_warm_start(tmp_path):
-    # an overridden preset leaves the series' cache; its corrupted variants still continue from
-    # the plain AE of the same plan and seed (tokenizer.warm_start = "plain" at smoke and tiny)
-    plan = C.compare_plan("smoke", overrides={"generator_train.steps": 2})
-    assert not plan.uses_series_cache and plan.preset.tokenizer.warm_start == "plain"
+def test_an_overridden_plan_keeps_the_presets_warm_start(tmp_path):
+    # an overridden preset gets runs of its own; its corrupted variants still continue from the
+    # plain AE of the same preset and seed (tokenizer.warm_start = "plain" at smoke and tiny)
+    plan = P.compare_plan("smoke", overrides={"generator_train.steps": 2})
+    assert plan.preset.tokenizer.warm_start == "plain"
     logs = []
-    tok, info = C.get_tokenizer(plan, "ldetok", tmp_path, device="cpu", log=logs.append, progress="none")
-    assert any("continues from the plain AE" in m for m in logs) and info["warm_start_s"] > 0
-    plain, _ = C.get_tokenizer(plan, "plain", tmp_path, device="cpu", log=logs.append, progress="none")
-    assert "warm_start" not in " ".join(m for m in logs if "tokenizer plain" in m)
-    assert C._tok_configs(plan, "ldetok", 0)[0].warm_start == "plain"
-    assert C._tok_configs(plan, "plain", 0)[0].warm_start == "none"
-    assert C._tok_configs(C.compare_plan("compare"), "ldetok", 0)[0].warm_start == "none"  # its own base
+    tok = cache.get_tokenizer(plan.preset, "ldetok", tmp_path, device="cpu", log=logs.append, progress="none")
+    assert any("continues from the plain AE" in m for m in logs) and tok.warm_start_seconds > 0
+    plain = cache.get_tokenizer(plan.preset, "plain", tmp_path, device="cpu", log=logs.append, progress="none")
+    assert P.tokenizer_recipe(plan.preset, "ldetok")[0].warm_start == "plain"
+    assert P.tokenizer_recipe(plan.preset, "plain")[0].warm_start == "none"
     assert tok.run_dir != plain.run_dir
+    # the compare plan: every variant, plain included, continues from one shared plain AE (seed 0)
+    long = P.compare_plan("compare").preset
+    for v in ("plain", "ldetok"):
+        t, tr, _ = P.tokenizer_recipe(long, v, seed=1)
+        base_tok, base_train = P.warm_start_recipe(t, tr)
+        assert base_tok.is_plain and base_tok.warm_start == "none" and base_train.seed == 0
+        assert base_train.steps == long.tokenizer.warm_start_steps
 
 
-def test_own_cache_generators_share_one_latent_cache(tmp_path):
+def test_generators_of_one_tokenizer_share_one_latent_cache(tmp_path):
     # the six generators of one tokenizer encode the dataset once (a 164 MB file per run at tiny)
-    plan = C.compare_plan("smoke", overrides={"generator_train.steps": 2})
-    tok, _ = C.get_tokenizer(plan, "plain", tmp_path, device="cpu", log=None, progress="none")
-    dirs = [Path(C.get_generator(plan, fam, "plain", tok, tmp_path, device="cpu", log=None,
-                                 progress="none")[1]["run_dir"]) for fam in ("SiT", "RasterAR")]
-    shared = list((tmp_path / "compare" / "latents").glob("latents-*.safetensors"))
+    plan = P.compare_plan("smoke", overrides={"generator_train.steps": 2})
+    quiet = dict(device="cpu", log=lambda *a: None, progress="none")
+    tok = cache.get_tokenizer(plan.preset, "plain", tmp_path, **quiet)
+    dirs = [Path(cache.get_generator(plan.preset, fam, "plain", tmp_path, tokenizer=tok, **quiet).run_dir)
+            for fam in ("SiT", "RasterAR")]
+    shared = list((tmp_path / "latents").glob("latents-*.safetensors"))
     assert len(shared) == 1
     assert not any((d / "latent_cache.safetensors").exists() for d in dirs)

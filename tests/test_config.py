@@ -2,8 +2,8 @@ import json
 
 import pytest
 
-from ldetok_lite.config import (PRESET_NAMES, ConfigError, DataConfig, Preset, TokenizerConfig, TrainConfig,
-                                load_preset)
+from ldetok_lite.config import ConfigError, DataConfig, Preset, TokenizerConfig, TrainConfig
+from ldetok_lite.presets import PRESET_NAMES, load_preset
 
 
 @pytest.mark.parametrize("name", PRESET_NAMES)
@@ -62,7 +62,7 @@ def test_preset_dotted_override():
 
 def test_effective_lr_follows_the_paper_rule():
     t = TrainConfig(blr=1e-4, batch_size=1024)
-    assert t.effective_lr == pytest.approx(4e-4)  # DETOK_SPEC §3.1
+    assert t.effective_lr == pytest.approx(4e-4)  # the official README recipe
     assert TrainConfig(lr=2e-4, batch_size=1024).effective_lr == 2e-4
 
 

@@ -1,4 +1,4 @@
-"""The pure corruption functions (paper eq. 1, DETOK_SPEC §1.6-1.7)."""
+"""The pure corruption functions (paper eq. 1; official DeTok.encode, mae_random_masking)."""
 
 from __future__ import annotations
 
@@ -27,8 +27,8 @@ def gen(seed=0):
 
 def test_tau_zero_returns_z():
     z = torch.randn(4, 16, 8, generator=gen(1))
-    torch.testing.assert_close(interpolative_noise(z, 0.0, 3.0, generator=gen()), z)
-    torch.testing.assert_close(additive_noise(z, 0.0, 3.0, generator=gen()), z)
+    torch.testing.assert_close(interpolative_noise(z, 0.0, 3.0, rng=gen()), z)
+    torch.testing.assert_close(additive_noise(z, 0.0, 3.0, rng=gen()), z)
     torch.testing.assert_close(interpolative_noise(z, torch.zeros(4), 3.0), z)
 
 
@@ -46,8 +46,8 @@ def test_formulas_and_generator_reproducible():
     eps = torch.randn(3, 5, 2, generator=gen(4))
     torch.testing.assert_close(interpolative_noise(z, 0.3, 2.0, noise=eps), 0.7 * z + 0.3 * 2.0 * eps)
     torch.testing.assert_close(additive_noise(z, 0.3, 2.0, noise=eps), z + 0.3 * 2.0 * eps)
-    a = interpolative_noise(z, 0.5, 3.0, generator=gen(7))
-    b = interpolative_noise(z, 0.5, 3.0, generator=gen(7))
+    a = interpolative_noise(z, 0.5, 3.0, rng=gen(7))
+    b = interpolative_noise(z, 0.5, 3.0, rng=gen(7))
     torch.testing.assert_close(a, b)
     # a generator draws exactly torch.randn(z.shape) from that generator
     torch.testing.assert_close(a, 0.5 * z + 0.5 * 3.0 * torch.randn(z.shape, generator=gen(7)))
@@ -70,11 +70,11 @@ def test_per_sample_tau_broadcasts():
 
 
 def test_sample_tau():
-    t = sample_tau(10000, generator=gen(0))
+    t = sample_tau(10000, rng=gen(0))
     assert t.shape == (10000,) and t.dtype == torch.float32
     assert 0.0 <= float(t.min()) and float(t.max()) < 1.0
     assert abs(float(t.mean()) - 0.5) < 0.02
-    torch.testing.assert_close(sample_tau(5, generator=gen(3)), sample_tau(5, generator=gen(3)))
+    torch.testing.assert_close(sample_tau(5, rng=gen(3)), sample_tau(5, rng=gen(3)))
 
 
 @pytest.mark.parametrize(
@@ -106,8 +106,8 @@ def test_out_of_range_raises_naming_argument(call, arg):
 @pytest.mark.parametrize("M", [0.7, 0.4])
 def test_mask_ratio_sampler_distribution(M):
     g = gen(0)
-    draws = torch.tensor([sample_mask_ratio(M, generator=g) for _ in range(4000)])
-    assert isinstance(sample_mask_ratio(M, generator=g), float)
+    draws = torch.tensor([sample_mask_ratio(M, rng=g) for _ in range(4000)])
+    assert isinstance(sample_mask_ratio(M, rng=g), float)
     p0 = float((draws == 0).float().mean())
     expected = 0.1 / (M + 0.1)
     assert abs(p0 - expected) < 4 * math.sqrt(expected * (1 - expected) / 4000)
@@ -116,8 +116,8 @@ def test_mask_ratio_sampler_distribution(M):
 
 
 def test_mask_ratio_sampler_zero_and_reproducible():
-    assert all(sample_mask_ratio(0.0, generator=gen(i)) == 0.0 for i in range(20))
-    assert sample_mask_ratio(0.7, generator=gen(5)) == sample_mask_ratio(0.7, generator=gen(5))
+    assert all(sample_mask_ratio(0.0, rng=gen(i)) == 0.0 for i in range(20))
+    assert sample_mask_ratio(0.7, rng=gen(5)) == sample_mask_ratio(0.7, rng=gen(5))
 
 
 # ------------------------------------------------------------------ random masking
@@ -126,13 +126,13 @@ def test_mask_ratio_sampler_zero_and_reproducible():
 @pytest.mark.parametrize("n, ratio", [(256, 0.7), (16, 0.75), (10, 0.7), (64, 0.0), (64, 0.95), (7, 0.5)])
 def test_random_mask_counts(n, ratio):
     tokens = torch.randn(3, n, 5)
-    kept, mask, ids_restore = random_mask(tokens, ratio, generator=gen(0))
+    kept, mask, ids_restore = random_mask(tokens, ratio, rng=gen(0))
     keep = math.ceil(round(n * (1 - ratio), 9))
     assert kept.shape == (3, keep, 5)
     assert mask.shape == (3, n) and ids_restore.shape == (3, n)
     assert torch.all(mask.sum(1) == n - keep)
     assert num_kept(n, ratio) == keep
-    assert num_kept(256, 0.7) == 77  # DETOK_SPEC §1.6: at least 77 kept at M = 0.7
+    assert num_kept(256, 0.7) == 77  # official mae_random_masking: at least 77 kept at M = 0.7
 
 
 def test_random_mask_ids_restore_inverts_shuffle():
@@ -163,6 +163,6 @@ def test_random_mask_nested_for_fixed_noise():
 
 
 def test_random_mask_per_sample_and_indices():
-    ids_keep, mask, ids_restore = random_mask_indices(2, 30, 0.5, generator=gen(0))
+    ids_keep, mask, ids_restore = random_mask_indices(2, 30, 0.5, rng=gen(0))
     assert not torch.equal(mask[0], mask[1])  # per-sample shuffles
     assert torch.equal(torch.argsort(ids_restore, 1)[:, :15], ids_keep)

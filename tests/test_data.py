@@ -3,8 +3,18 @@ import torch
 from PIL import Image
 
 from ldetok_lite.config import DataConfig
-from ldetok_lite.data import (PHOTO_NAMES, SHAPES_CLASSES, DataError, ImageFolderDataset, PhotoCropDataset,
-                              ShapesDataset, center_crop_arr, make_dataset, make_loader, sample_photos)
+from ldetok_lite.data import (
+    PHOTO_NAMES,
+    SHAPES_CLASSES,
+    DataError,
+    ImageFolderDataset,
+    PhotoCropDataset,
+    ShapesDataset,
+    center_crop_arr,
+    make_dataset,
+    make_loader,
+    sample_photos,
+)
 
 
 def test_shapes_is_deterministic_and_split_streams_differ():

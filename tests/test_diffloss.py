@@ -1,4 +1,4 @@
-"""DiffLoss: the per-token diffusion head of MAR and the AR models (DETOK_SPEC §4.6)."""
+"""DiffLoss: the per-token diffusion head of MAR and the AR models (official models/diffloss.py)."""
 
 from __future__ import annotations
 
@@ -7,13 +7,7 @@ import torch
 
 from ldetok_lite.generators.diffloss import DiffLoss, SimpleMLPAdaLN
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """These models are tiny: one intra-op thread is faster (and much faster on a busy machine)."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 
@@ -35,7 +29,7 @@ def test_network_shapes_and_zero_init():
     x, t, z = torch.randn(10, 4), torch.randint(0, 1000, (10,)), torch.randn(10, 16)
     out = net(x, t, z)
     assert out.shape == (10, 8)
-    assert torch.count_nonzero(out) == 0  # final layer and adaLN start at zero (DETOK_SPEC §4.6)
+    assert torch.count_nonzero(out) == 0  # final layer and adaLN start at zero (official models/diffloss.py)
 
 
 def test_time_embedding_on_unique_values_matches_direct():
@@ -74,16 +68,16 @@ def test_mask_excludes_unweighted_rows_from_loss_and_gradients():
     target = torch.randn(8, 4)
     z = torch.randn(8, 16, requires_grad=True)
     mask = torch.tensor([1, 1, 0, 1, 0, 0, 1, 0], dtype=torch.bool)
-    loss = head(target, z, mask=mask, generator=torch.Generator().manual_seed(0))
+    loss = head(target, z, mask=mask, rng=torch.Generator().manual_seed(0))
     loss.backward()
     assert torch.all(z.grad[~mask] == 0) and torch.any(z.grad[mask] != 0)
     other = target.clone()
     other[~mask] = 100.0 * torch.randn(int((~mask).sum()), 4)
-    loss2 = head(other, z.detach(), mask=mask, generator=torch.Generator().manual_seed(0))
+    loss2 = head(other, z.detach(), mask=mask, rng=torch.Generator().manual_seed(0))
     torch.testing.assert_close(loss.detach(), loss2)
     # weights: Σ w·ℓ / Σ w; all-ones mask equals no mask for the same draws
-    l_all = head(target, z.detach(), mask=torch.ones(8), generator=torch.Generator().manual_seed(3))
-    l_none = head(target, z.detach(), generator=torch.Generator().manual_seed(3))
+    l_all = head(target, z.detach(), mask=torch.ones(8), rng=torch.Generator().manual_seed(3))
+    l_none = head(target, z.detach(), rng=torch.Generator().manual_seed(3))
     torch.testing.assert_close(l_all, l_none)
 
 
@@ -98,13 +92,13 @@ def test_loss_terms_and_training_reduces_loss():
     g = torch.Generator().manual_seed(0)
     first = None
     for step in range(30):
-        loss = head(target, z, generator=g)
+        loss = head(target, z, rng=g)
         opt.zero_grad()
         loss.backward()
         opt.step()
         first = float(loss.detach()) if first is None else first
     with torch.no_grad():
-        evals = [float(head(target, z, generator=torch.Generator().manual_seed(i))) for i in range(4)]
+        evals = [float(head(target, z, rng=torch.Generator().manual_seed(i))) for i in range(4)]
     assert sum(evals) / 4 < 0.8 * first
 
 
@@ -112,24 +106,24 @@ def test_sample_shape_determinism_and_temperature():
     head = _head()
     _perturb(head, std=0.01)
     z = torch.randn(5, 16)
-    a = head.sample(z, generator=torch.Generator().manual_seed(0))
-    b = head.sample(z, generator=torch.Generator().manual_seed(0))
+    a = head.sample(z, rng=torch.Generator().manual_seed(0))
+    b = head.sample(z, rng=torch.Generator().manual_seed(0))
     assert a.shape == (5, 4)
     torch.testing.assert_close(a, b)
-    c = head.sample(z, temperature=0.5, generator=torch.Generator().manual_seed(0))
+    c = head.sample(z, temperature=0.5, rng=torch.Generator().manual_seed(0))
     assert not torch.allclose(a, c)
-    assert head.sample(z, num_steps=2, generator=torch.Generator().manual_seed(0)).shape == (5, 4)
+    assert head.sample(z, num_steps=2, rng=torch.Generator().manual_seed(0)).shape == (5, 4)
 
 
 def test_guidance_scale_one_equals_conditional():
     head = _head()
     _perturb(head, std=0.01)
     z, zu = torch.randn(5, 16), torch.randn(5, 16)
-    cond = head.sample(z, generator=torch.Generator().manual_seed(0))
-    guided1 = head.sample(z, cfg=1.0, z_uncond=zu, generator=torch.Generator().manual_seed(0))
+    cond = head.sample(z, rng=torch.Generator().manual_seed(0))
+    guided1 = head.sample(z, cfg_scale=1.0, z_uncond=zu, rng=torch.Generator().manual_seed(0))
     scale = cond.abs().max()
     torch.testing.assert_close(guided1 / scale, cond / scale, atol=1e-5, rtol=1e-5)
-    per_row = head.sample(z, cfg=torch.ones(5), z_uncond=zu, generator=torch.Generator().manual_seed(0))
+    per_row = head.sample(z, cfg_scale=torch.ones(5), z_uncond=zu, rng=torch.Generator().manual_seed(0))
     torch.testing.assert_close(per_row / scale, cond / scale, atol=1e-5, rtol=1e-5)
 
 
@@ -147,11 +141,11 @@ def test_guidance_is_on_eps_only():
 
 @pytest.mark.parametrize("kwargs, match", [
     (dict(temperature=0.0), "temperature"),
-    (dict(cfg=0.5), "cfg"),
+    (dict(cfg_scale=0.5), "cfg"),
     (dict(num_steps=0), "num_steps"),
     (dict(num_steps=1001), "num_steps"),
     (dict(z_uncond=torch.randn(2, 16)), "z_uncond"),
-    (dict(cfg=torch.ones(3)), "cfg"),
+    (dict(cfg_scale=torch.ones(3)), "cfg"),
 ])
 def test_sample_bad_arguments(kwargs, match):
     with pytest.raises(ValueError, match=match):
@@ -184,8 +178,8 @@ def test_clip_x0_bounds_the_implied_x0_and_is_off_by_default():
     torch.testing.assert_close(head._clip_eps(x, t, eps, 1e9), eps, atol=1e-4, rtol=1e-4)
     _perturb(head, std=0.05)  # an inaccurate head: without the clip the first step blows up
     z = torch.randn(64, 16)
-    wild = head.sample(z, generator=torch.Generator().manual_seed(0))
-    tame = head.sample(z, generator=torch.Generator().manual_seed(0), clip_x0=3.0)
+    wild = head.sample(z, rng=torch.Generator().manual_seed(0))
+    tame = head.sample(z, rng=torch.Generator().manual_seed(0), clip_x0=3.0)
     assert tame.abs().max() < 10 < wild.abs().max()
     with pytest.raises(ValueError, match="clip_x0"):
         head.sample(z, clip_x0=-1.0)

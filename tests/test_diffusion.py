@@ -53,7 +53,7 @@ def test_q_sample_moments():
     x0 = torch.full((20000, 1), 1.5)
     for step in (0, 250, 999):
         t = torch.full((20000,), step, dtype=torch.long)
-        xt = d.q_sample(x0, t, generator=g)
+        xt = d.q_sample(x0, t, rng=g)
         ab = d.alphas_cumprod[step].item()
         assert xt.mean().item() == pytest.approx(math.sqrt(ab) * 1.5, abs=0.03)
         assert xt.var().item() == pytest.approx(1 - ab, abs=0.03 * max(1 - ab, 0.01) + 1e-4)
@@ -116,7 +116,7 @@ def test_training_losses_any_shape():
         def fn(xt, t):
             return torch.zeros(xt.shape[0], 2 * xt.shape[1], *xt.shape[2:])
 
-        terms = d.training_losses(fn, x, generator=torch.Generator().manual_seed(0))
+        terms = d.training_losses(fn, x, rng=torch.Generator().manual_seed(0))
         assert terms["loss"].shape == (shape[0],)
         assert torch.allclose(terms["loss"], terms["mse"] + terms["vb"])
     with pytest.raises(ValueError, match="channels"):
@@ -146,11 +146,11 @@ def test_sampling_deterministic_and_temperature():
         seen.append(int(t[0]))
         return torch.cat([0.1 * x, torch.zeros_like(x)], 1)
 
-    a = d.p_sample_loop(fn, (5, 3), generator=torch.Generator().manual_seed(1))
-    b, traj = d.p_sample_loop(fn, (5, 3), generator=torch.Generator().manual_seed(1), return_trajectory=True)
+    a = d.p_sample_loop(fn, (5, 3), rng=torch.Generator().manual_seed(1))
+    b, traj = d.p_sample_loop(fn, (5, 3), rng=torch.Generator().manual_seed(1), return_trajectory=True)
     assert a.shape == (5, 3) and torch.equal(a, b) and len(traj) == 9 and torch.equal(traj[-1], b)
     assert seen[:8] == [999, 856, 714, 571, 428, 285, 143, 0]  # original indices reach the model
-    c = d.p_sample_loop(fn, (5, 3), generator=torch.Generator().manual_seed(2))
+    c = d.p_sample_loop(fn, (5, 3), rng=torch.Generator().manual_seed(2))
     assert not torch.equal(a, c)
     with pytest.raises(ValueError, match="temperature"):
         d.p_sample_loop(fn, (5, 3), temperature=0.0)

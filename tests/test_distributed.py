@@ -16,9 +16,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from ldetok_lite import distributed as du
 from ldetok_lite.checkpoint import latest_checkpoint, load_tensors
-from ldetok_lite.train import IndexStream, _flip_mask
+from ldetok_lite.training import distributed as du
+from ldetok_lite.training.batches import IndexStream, flip_mask
 
 ROOT = Path(__file__).resolve().parents[1]
 WORKER = ROOT / "tests" / "ddp_worker.py"
@@ -69,8 +69,8 @@ def test_rank_slices_make_the_global_batch():
     for _ in range(30):  # crosses epoch boundaries
         assert torch.equal(one.next(), torch.cat([s.next() for s in ranks]))
     g = lambda: torch.Generator().manual_seed(7)  # noqa: E731
-    full = _flip_mask(8, g())
-    assert torch.equal(full, torch.cat([_flip_mask(4, g(), r, 2) for r in range(2)]))
+    full = flip_mask(8, g())
+    assert torch.equal(full, torch.cat([flip_mask(4, g(), r, 2) for r in range(2)]))
 
 
 def test_per_rank_batch_and_single_process_defaults():
@@ -109,6 +109,7 @@ def test_two_processes_equal_one_process_with_the_same_global_batch(two_rank_run
     """Deterministic forward (no random corruption): DDP with 2 x 8 images = 1 process with 16."""
     two, _ = two_rank_runs
     import ddp_worker  # tests/ is on sys.path (pytest's rootdir insertion)
+
     from ldetok_lite import cli
     from ldetok_lite.tokenizer import DeTok
 
@@ -156,7 +157,7 @@ def test_prefetched_image_folder_gives_the_loop_its_batches(tmp_path):
 
     from ldetok_lite.config import DataConfig
     from ldetok_lite.data import make_dataset
-    from ldetok_lite.train import ImageSource
+    from ldetok_lite.training import ImageSource
 
     rng = np.random.default_rng(0)
     for c in range(2):

@@ -9,8 +9,14 @@ import numpy as np
 import pytest
 import torch
 
-from ldetok_lite import fid
+from ldetok_lite import assets
+from ldetok_lite import evaluation as E
+from ldetok_lite.cli import evaluate
 from ldetok_lite.data import ShapesDataset
+
+
+def fid(images, reference, **kwargs) -> float:
+    return E.compute_metrics(images, reference, **kwargs)["fid"]
 
 
 @pytest.fixture(scope="module")
@@ -20,7 +26,7 @@ def cache(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def net(cache):
-    return fid.get_feature_net("shapes-cnn", img_size=32, seed=0, cache_dir=cache, extractor="smoke", log=None)
+    return E.get_feature_net("shapes-cnn", img_size=32, seed=0, cache_dir=cache, extractor="smoke", log=None)
 
 
 @pytest.fixture(scope="module")
@@ -32,42 +38,42 @@ def sets():
 
 def test_fid_self_zero_and_shift(net, sets):
     x, y, _ = sets
-    assert abs(fid.fid(x, x, feature_net=net)) < 1e-2
-    held_out = fid.fid(y, x, feature_net=net)  # the finite-sample floor (160 images)
+    assert abs(fid(x, x, feature_net=net)) < 1e-2
+    held_out = fid(y, x, feature_net=net)  # the finite-sample floor (160 images)
     g = torch.Generator().manual_seed(0)
-    shifted = fid.fid((y + 0.2).clamp(0, 1), x, feature_net=net)
-    noisy = fid.fid((y + 0.2 * torch.randn(y.shape, generator=g)).clamp(0, 1), x, feature_net=net)
+    shifted = fid((y + 0.2).clamp(0, 1), x, feature_net=net)
+    noisy = fid((y + 0.2 * torch.randn(y.shape, generator=g)).clamp(0, 1), x, feature_net=net)
     assert shifted > 5 * held_out and noisy > 5 * held_out
 
 
 def test_stats_file_equals_image_path(net, sets, tmp_path):
     x, y, _ = sets
-    direct = fid.fid(y, x, feature_net=net)
-    path = fid.save_fid_stats(tmp_path / "ref.npz", x, feature_net=net)
-    via_file = fid.fid_from_stats(y, path, feature_net=net)
+    direct = fid(y, x, feature_net=net)
+    path = E.save_fid_stats(tmp_path / "ref.npz", x, feature_net=net)
+    via_file = fid(y, path, feature_net=net)
     assert via_file == pytest.approx(direct, rel=1e-4, abs=1e-4)
     # an ADM-style file with only mu/sigma loads as well
-    s = fid.load_fid_stats(path, net)
+    s = E.load_fid_stats(path, net)
     np.savez(tmp_path / "adm.npz", mu=s["mu"], sigma=s["sigma"])
-    assert fid.fid_from_stats(y, tmp_path / "adm.npz", feature_net=net) == pytest.approx(via_file, rel=1e-9)
+    assert fid(y, tmp_path / "adm.npz", feature_net=net) == pytest.approx(via_file, rel=1e-9)
     # a file made with another network is refused
     np.savez(tmp_path / "other.npz", mu=s["mu"], sigma=s["sigma"], feature_net=np.array("inception-v3-compat:x"))
     with pytest.raises(ValueError, match="not comparable"):
-        fid.fid_from_stats(y, tmp_path / "other.npz", feature_net=net)
+        fid(y, tmp_path / "other.npz", feature_net=net)
     with pytest.raises(FileNotFoundError):
-        fid.load_fid_stats(tmp_path / "missing.npz")
+        E.load_fid_stats(tmp_path / "missing.npz")
     np.savez(tmp_path / "bad.npz", mean=s["mu"])
     with pytest.raises(ValueError, match="mu"):
-        fid.load_fid_stats(tmp_path / "bad.npz")
+        E.load_fid_stats(tmp_path / "bad.npz")
 
 
 def test_folder_and_callable_sources_match_tensor(net, sets, tmp_path):
     x, y, _ = sets
     x, y = x[:64], y[:64]
-    direct = fid.fid(y, x, feature_net=net)
+    direct = fid(y, x, feature_net=net)
     folder = tmp_path / "pngs"
-    fid.save_png_folder(y, folder)
-    assert fid.fid(str(folder), x, feature_net=net) == pytest.approx(direct, rel=1e-5, abs=1e-5)
+    E.save_png_folder(y, folder)
+    assert fid(str(folder), x, feature_net=net) == pytest.approx(direct, rel=1e-5, abs=1e-5)
 
     pos = {"i": 0}
 
@@ -76,115 +82,119 @@ def test_folder_and_callable_sources_match_tensor(net, sets, tmp_path):
         pos["i"] += n
         return out
 
-    assert fid.fid(fn, x, feature_net=net, num_images=len(y), batch_size=24) == pytest.approx(direct, rel=1e-5,
+    assert fid(fn, x, feature_net=net, num_images=len(y), batch_size=24) == pytest.approx(direct, rel=1e-5,
                                                                                             abs=1e-5)
 
 
 def test_isc_kid_prc_and_class_accuracy(net, sets):
     x, y, labels = sets
-    m = fid.compute_metrics(y, x, fid=True, isc=True, kid=True, prc=True, feature_net=net, kid_subsets=10)
+    m = E.compute_metrics(y, x, fid=True, isc=True, kid=True, prc=True, feature_net=net, kid_subsets=10)
     assert set(m) >= {"fid", "is_mean", "is_std", "kid_mean", "kid_std", "precision", "recall", "f_score"}
     assert 1.0 <= m["is_mean"] <= 10.0 + 1e-6
     assert 0.0 <= m["precision"] <= 1.0 and 0.0 <= m["recall"] <= 1.0
-    stream = fid.ImageStream(lambda n, it=iter(y.split(40)): next(it), len(y), labels=labels)
-    stats = fid.compute_fid_stats(x, feature_net=net)
-    r = fid.metrics_vs_stats(stream, stats, feature_net=net, isc=True, batch_size=40)
-    model = fid.load_shapes_extractor(net.weights_path)
+    stream = E.ImageStream(lambda n, it=iter(y.split(40)): next(it), len(y), labels=labels)
+    stats = E.compute_fid_stats(x, feature_net=net)
+    r = E.compute_metrics(stream, stats, feature_net=net, isc=True, batch_size=40)  # labels: the stream's own
+    model = E.load_shapes_extractor(net.weights_path)
     with torch.no_grad():
-        expected = (model(fid.to_uint8(y)).argmax(1) == labels).float().mean().item()
+        expected = (model(E.to_uint8(y)).argmax(1) == labels).float().mean().item()
     assert r["class_accuracy"] == pytest.approx(expected)
-    assert fid.class_accuracy(y, labels, feature_net=net) == pytest.approx(expected)
-    assert r["fid"] == pytest.approx(fid.fid(y, x, feature_net=net), rel=1e-4, abs=1e-4)
+    assert E.class_accuracy(y, labels, feature_net=net) == pytest.approx(expected)
+    assert r["fid"] == pytest.approx(fid(y, x, feature_net=net), rel=1e-4, abs=1e-4)
 
 
 def test_extractor_deterministic(net, sets):
     x, _, _ = sets
-    info = fid.extractor_info(net.weights_path)
-    assert info["settings"]["steps"] == fid.EXTRACTOR_PRESETS["smoke"].steps
-    a = fid.extract_features(x, feature_net=net, layers=("multi", "logits"))
-    b = fid.extract_features(x, feature_net=net, layers=("multi", "logits"))
+    info = E.extractor_info(net.weights_path)
+    assert info["settings"]["steps"] == E.EXTRACTOR_PRESETS["smoke"].steps
+    a = E.extract_features(x, feature_net=net, layers=("multi", "logits"))
+    b = E.extract_features(x, feature_net=net, layers=("multi", "logits"))
     assert torch.equal(a["multi"], b["multi"]) and torch.equal(a["logits"], b["logits"])
     assert a["multi"].shape == (len(x), 8 + 16 + 32 + 32)
     # training is deterministic from the seed and leaves the global RNG alone
-    settings = fid.extractor_settings("smoke", steps=4, num_train=64, num_val=16, batch_size=16)
+    settings = E.extractor_settings("smoke", steps=4, num_train=64, num_val=16, batch_size=16)
     state = torch.get_rng_state()
-    m1, _ = fid.train_shapes_extractor(settings, log=None)
+    m1, _ = E.train_shapes_extractor(settings, log=None)
     assert torch.equal(state, torch.get_rng_state())
-    m2, _ = fid.train_shapes_extractor(settings, log=None)
+    m2, _ = E.train_shapes_extractor(settings, log=None)
     ref = m2.state_dict()
     for k, v in m1.state_dict().items():
         assert torch.equal(v, ref[k]), k
     # the cache is keyed by image size and seed
     assert "32px_seed0" in net.weights_path
-    with pytest.raises(fid.MissingWeightsError):
-        fid.get_shapes_extractor(32, seed=1, cache_dir=net.weights_path.rsplit("/fid/", 1)[0], settings="smoke",
+    with pytest.raises(assets.MissingWeightsError):
+        E.get_shapes_extractor(32, seed=1, cache_dir=net.weights_path.rsplit("/fid/", 1)[0], settings="smoke",
                                  train=False)
 
 
 def test_missing_inception_weights_clear_error(tmp_path, monkeypatch):
     monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch_home"))
     monkeypatch.delenv("LDETOK_INCEPTION_WEIGHTS", raising=False)
+    monkeypatch.setenv("LDETOK_CACHE", str(tmp_path / "cache"))
 
     def no_download(*a, **k):
         raise AssertionError("a download was attempted")
 
     monkeypatch.setattr(torch.hub, "load_state_dict_from_url", no_download)
-    with pytest.raises(fid.MissingWeightsError, match="never downloads") as e:
-        fid.get_feature_net("inception")
-    assert fid.INCEPTION_URL in str(e.value) and "shapes-cnn" in str(e.value)
+    with pytest.raises(assets.MissingWeightsError, match="never downloads") as e:
+        E.get_feature_net("inception")
+    assert assets.INCEPTION_URL in str(e.value) and "shapes-cnn" in str(e.value)
     assert str(tmp_path / "torch_home") in str(e.value)
     with pytest.raises(FileNotFoundError, match="nowhere.pth"):
-        fid.resolve_inception_weights(tmp_path / "nowhere.pth")
+        assets.resolve("inception", tmp_path / "nowhere.pth")
     hub = tmp_path / "torch_home" / "hub" / "checkpoints"
     hub.mkdir(parents=True)
-    (hub / fid.INCEPTION_FILENAME).write_bytes(b"x")
-    assert fid.resolve_inception_weights() == hub / fid.INCEPTION_FILENAME
+    name = assets.ASSETS["inception"].filename
+    (hub / name).write_bytes(b"x")
+    assert assets.resolve("inception") == hub / name
+    with pytest.raises(ValueError, match="not a PyTorch tensor file"):  # checked before torch-fidelity reads it
+        E.get_feature_net("inception")
     with pytest.raises(ValueError, match="feature_net='nope'"):
-        fid.get_feature_net("nope")
+        E.get_feature_net("nope")
 
 
 def test_bad_inputs(net, sets, tmp_path):
     x, _, _ = sets
     with pytest.raises(ValueError, match=r"\(N, 3, H, W\)"):
-        fid.fid(x[:, :1], x, feature_net=net)
+        fid(x[:, :1], x, feature_net=net)
     with pytest.raises(ValueError, match=r"\(N, 3, H, W\)"):
-        fid.to_uint8(x[0])
+        E.to_uint8(x[0])
     bad = x[:8].clone()
     bad[0, 0, 0, 0] = float("nan")
     with pytest.raises(ValueError, match="NaN"):
-        fid.fid(bad, x, feature_net=net)
+        fid(bad, x, feature_net=net)
     with pytest.raises(ValueError, match="out of range"):
-        fid.fid(x[:8] * 2, x, feature_net=net)
+        fid(x[:8] * 2, x, feature_net=net)
     with pytest.raises(ValueError, match="out of range"):
-        fid.to_uint8(x[:8] - 0.1)
+        E.to_uint8(x[:8] - 0.1)
     with pytest.raises(TypeError, match="dtype"):
-        fid.to_uint8((x[:8] * 255).long())
+        E.to_uint8((x[:8] * 255).long())
     with pytest.raises(TypeError):
-        fid.fid([1, 2, 3], x, feature_net=net)
+        fid([1, 2, 3], x, feature_net=net)
     with pytest.raises(ValueError, match="at least 2"):
-        fid.fid(x[:1], x, feature_net=net)
+        fid(x[:1], x, feature_net=net)
     with pytest.raises(ValueError, match="num_images"):
-        fid.fid(lambda n: x[:n], x, feature_net=net)
-    with pytest.raises(ValueError, match="input2"):
-        fid.compute_metrics(x, None, fid=True, feature_net=net)
+        fid(lambda n: x[:n], x, feature_net=net)
+    with pytest.raises(ValueError, match="pass reference"):
+        E.compute_metrics(x, None, fid=True, feature_net=net)
     with pytest.raises(FileNotFoundError):
-        fid.fid(str(tmp_path / "nope"), x, feature_net=net)
+        fid(str(tmp_path / "nope"), x, feature_net=net)
     (tmp_path / "empty").mkdir()
     with pytest.raises(ValueError, match="no images"):
-        fid.fid(str(tmp_path / "empty"), x, feature_net=net)
+        fid(str(tmp_path / "empty"), x, feature_net=net)
     with pytest.raises(ValueError, match="quantize"):
-        fid.to_uint8(x, quantize="floor")
+        E.to_uint8(x, quantize="floor")
     with pytest.raises(ValueError, match="return 4 images"):
-        fid.fid(lambda n: x[:1], x, feature_net=net, num_images=4, batch_size=4)
+        fid(lambda n: x[:1], x, feature_net=net, num_images=4, batch_size=4)
 
 
 def test_rounding_vs_truncation():
     v = torch.tensor([0.0, 0.999, 0.5 / 255 + 1e-4, 1.0]).view(1, 1, 1, 4).expand(1, 3, 1, 4)
-    assert fid.to_uint8(v)[0, 0, 0].tolist() == [0, 255, 1, 255]
-    assert fid.to_uint8(v, quantize="truncate")[0, 0, 0].tolist() == [0, 254, 0, 255]
+    assert E.to_uint8(v)[0, 0, 0].tolist() == [0, 255, 1, 255]
+    assert E.to_uint8(v, quantize="truncate")[0, 0, 0].tolist() == [0, 254, 0, 255]
     u8 = torch.zeros(2, 3, 4, 4, dtype=torch.uint8)
-    assert fid.to_uint8(u8) is u8
-    assert fid.class_balanced_labels(20, 10).tolist() == [i // 2 for i in range(20)]
+    assert E.to_uint8(u8) is u8
+    assert E.class_balanced_labels(20, 10).tolist() == [i // 2 for i in range(20)]
 
 
 # ----------------------------------------------------------------------------------------------
@@ -192,8 +202,6 @@ def test_rounding_vs_truncation():
 # ----------------------------------------------------------------------------------------------
 
 def _args(**kw):
-    from ldetok_lite.benchmarks import evaluate
-
     p = argparse.ArgumentParser()
     evaluate.add_arguments(p)
     argv = []
@@ -225,19 +233,17 @@ def checkpoints(tmp_path_factory):
 
 
 def test_evaluate_tokenizer_and_generator(checkpoints, cache, tmp_path, capsys):
-    from ldetok_lite.benchmarks import evaluate
-
     tok_dir, gen_dir = checkpoints
     out = tmp_path / "eval.json"
     args = _args(tokenizer=tok_dir, generator=gen_dir, preset="smoke", num_images=12, batch_size=12,
-                 cfg=[1.0, 2.0], steps=2, cache_dir=cache, out=out, device="cpu", kid=True, prc=True)
+                 cfg_scale=[1.0, 2.0], steps=2, cache_dir=cache, out=out, device="cpu", kid=True, prc=True)
     assert evaluate.run(args) == 0
     res = json.loads(out.read_text())
     t = res["tokenizer"]
     assert t["rfid"] >= 0 and np.isfinite(t["psnr"]) and -1 <= t["ssim"] <= 1 and t["num_images"] == 12
     assert {"kid_mean", "precision", "recall"} <= set(t)
     rows = res["generator"]["results"]
-    assert [r["cfg"] for r in rows] == [1.0, 2.0]
+    assert [r["cfg_scale"] for r in rows] == [1.0, 2.0]
     for r in rows:
         assert r["gfid"] >= 0 and 1 <= r["is_mean"] <= 10 + 1e-6 and 0 <= r["class_accuracy"] <= 1
         assert {"kid_mean", "precision", "recall"} <= set(r)
@@ -245,8 +251,6 @@ def test_evaluate_tokenizer_and_generator(checkpoints, cache, tmp_path, capsys):
 
 
 def test_evaluate_bad_options(checkpoints, tmp_path):
-    from ldetok_lite.benchmarks import evaluate
-
     tok_dir, gen_dir = checkpoints
     with pytest.raises(evaluate.EvaluateError, match="nothing to evaluate"):
         evaluate.run(_args())
@@ -255,7 +259,7 @@ def test_evaluate_bad_options(checkpoints, tmp_path):
     with pytest.raises(evaluate.EvaluateError, match="num-images"):
         evaluate.run(_args(tokenizer=tok_dir, num_images=1))
     with pytest.raises(evaluate.EvaluateError, match="cfg"):
-        evaluate.run(_args(generator=gen_dir, tokenizer=tok_dir, cfg=[0.5]))
+        evaluate.run(_args(generator=gen_dir, tokenizer=tok_dir, cfg_scale=[0.5]))
     with pytest.raises(evaluate.EvaluateError, match="not a tokenizer"):
         evaluate.run(_args(tokenizer=gen_dir, preset="smoke"))
     with pytest.raises(evaluate.EvaluateError, match="ref-stats"):

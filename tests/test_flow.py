@@ -75,7 +75,7 @@ def test_euler_straight_paths_exact():
 def test_training_loss_shapes():
     fm = FlowMatching("logit_normal")
     x1 = torch.randn(5, 4, 3, 3)
-    terms = fm.training_losses(lambda x, t: torch.zeros_like(x), x1, generator=torch.Generator().manual_seed(0))
+    terms = fm.training_losses(lambda x, t: torch.zeros_like(x), x1, rng=torch.Generator().manual_seed(0))
     assert terms["loss"].shape == (5,)
     t = torch.full((5,), 0.5)
     noise = torch.zeros_like(x1)

@@ -49,7 +49,7 @@ def test_registry_names_and_spec():
 def test_paper_parameter_counts():
     with torch.device("meta"):
         counts = {n: create_generator(n).num_params() for n in ("DiT_base", "SiT_base", "LightningDiT_base")}
-    assert counts["DiT_base"] / 1e6 == pytest.approx(130.32, abs=0.01)  # DETOK_SPEC §4.4
+    assert counts["DiT_base"] / 1e6 == pytest.approx(130.32, abs=0.01)  # the official DiT_base
     assert counts["SiT_base"] / 1e6 == pytest.approx(130.30, abs=0.01)  # §4.5
     assert counts["LightningDiT_base"] / 1e6 == pytest.approx(130.53, abs=0.01)
 
@@ -62,12 +62,12 @@ def test_loss_and_generate_shapes_and_determinism(family):
     assert loss.ndim == 0 and torch.isfinite(loss)
     loss.backward()
     perturb(m)
-    kw = dict(cfg=2.0, num_steps=3, sampler="euler") if family == "SiT" else dict(cfg=2.0, num_steps=3)
-    out = m.generate(y, generator=torch.Generator().manual_seed(0), **kw)
-    again = m.generate(y, generator=torch.Generator().manual_seed(0), **kw)
-    other = m.generate(y, generator=torch.Generator().manual_seed(1), **kw)
+    kw = dict(cfg_scale=2.0, num_steps=3, sampler="euler") if family == "SiT" else dict(cfg_scale=2.0, num_steps=3)
+    out = m.generate(y, rng=torch.Generator().manual_seed(0), **kw)
+    again = m.generate(y, rng=torch.Generator().manual_seed(0), **kw)
+    other = m.generate(y, rng=torch.Generator().manual_seed(1), **kw)
     assert out.shape == x.shape and torch.equal(out, again) and not torch.equal(out, other)
-    z, traj = m.generate([1, 2], num_steps=3, generator=torch.Generator().manual_seed(0), return_trajectory=True)
+    z, traj = m.generate([1, 2], num_steps=3, rng=torch.Generator().manual_seed(0), return_trajectory=True)
     assert z.shape == (2, 8, 4, 4) and all(t.shape == z.shape for t in traj) and torch.equal(traj[-1], z)
     assert m.training  # generate restores the mode
 
@@ -79,10 +79,10 @@ def test_guidance_scale_one_equals_conditional(family):
     t = torch.tensor([5, 100, 500, 999]) if family == "DiT" else torch.tensor([0.05, 0.3, 0.6, 0.9])
     with torch.no_grad():
         cond = m.net(x, t, y)
-        guided = m.guided_net(x, t, y, cfg=1.0, force_double=True)
+        guided = m.guided_net(x, t, y, cfg_scale=1.0, force_double=True)
         assert torch.allclose(guided, cond, atol=1e-5)
         uncond = m.net(x, t, torch.full_like(y, m.null_class))
-        g3 = m.guided_net(x, t, y, cfg=3.0)
+        g3 = m.guided_net(x, t, y, cfg_scale=3.0)
     c = m.in_channels
     expect = uncond[:, :c] + 3.0 * (cond[:, :c] - uncond[:, :c])  # all channels guided
     if family == "DiT":
@@ -135,8 +135,8 @@ def test_loss_on_fixed_batch_falls(family):
 def test_bad_arguments(family):
     m = make(family)
     x, y = batch()
-    with pytest.raises(ValueError, match=r"cfg=0.5 is out of range; allowed \[1, inf\)"):
-        m.generate(y, cfg=0.5)
+    with pytest.raises(ValueError, match=r"cfg_scale=0.5 is out of range; allowed \[1, inf\)"):
+        m.generate(y, cfg_scale=0.5)
     with pytest.raises(ValueError, match="num_steps=0"):
         m.generate(y, num_steps=0)
     with pytest.raises(ValueError, match="temperature=0"):
@@ -153,8 +153,8 @@ def test_bad_arguments(family):
         m(torch.full((4, 8, 4, 4), float("nan")), y)
     with pytest.raises(ValueError, match="labels has 3 entries"):
         m(x, y[:3])
-    with pytest.raises(TypeError, match="generator"):
-        m.generate(y, num_steps=2, generator=0)
+    with pytest.raises(TypeError, match="rng must be a torch.Generator"):
+        m.generate(y, num_steps=2, rng=0)
     with pytest.raises(ValueError, match="label_drop"):
         create_generator(f"{family}_tiny", label_drop=1.0)
 
@@ -182,14 +182,14 @@ def test_guidance_interval_per_call():
     t = torch.tensor([0.05, 0.3, 0.6, 0.9])
     with torch.no_grad():
         cond, uncond = m.net(x, t, y), m.net(x, t, torch.full_like(y, m.null_class))
-        g = m.guided_net(x, t, y, cfg=3.0, interval_start=0.5)
+        g = m.guided_net(x, t, y, cfg_scale=3.0, interval_start=0.5)
     assert torch.allclose(g[:2], cond[:2], atol=1e-5)
     assert torch.allclose(g[2:], (uncond + 3.0 * (cond - uncond))[2:], atol=1e-5)
     built = perturb(make("SiT", cfg_interval_start=0.5))
-    kw = dict(cfg=3.0, num_steps=4, sampler="euler")
-    per_call = m.generate([0, 1], generator=torch.Generator().manual_seed(0), cfg_interval_start=0.5, **kw)
-    assert torch.allclose(per_call, built.generate([0, 1], generator=torch.Generator().manual_seed(0), **kw))
-    assert not torch.allclose(per_call, m.generate([0, 1], generator=torch.Generator().manual_seed(0), **kw))
+    kw = dict(cfg_scale=3.0, num_steps=4, sampler="euler")
+    per_call = m.generate([0, 1], rng=torch.Generator().manual_seed(0), cfg_interval_start=0.5, **kw)
+    assert torch.allclose(per_call, built.generate([0, 1], rng=torch.Generator().manual_seed(0), **kw))
+    assert not torch.allclose(per_call, m.generate([0, 1], rng=torch.Generator().manual_seed(0), **kw))
     for bad in (1.0, -0.1, True):
         with pytest.raises(ValueError, match=r"cfg_interval_start=.* is out of range; allowed \[0, 1\)"):
             m.generate([0], cfg_interval_start=bad, **kw)
@@ -197,9 +197,9 @@ def test_guidance_interval_per_call():
 
 def test_sit_samplers_and_nfe():
     m = perturb(make("SiT"))
-    z = m.generate([0, 1], num_steps=4, sampler="euler", generator=torch.Generator().manual_seed(0))
+    z = m.generate([0, 1], num_steps=4, sampler="euler", rng=torch.Generator().manual_seed(0))
     assert z.shape == (2, 8, 4, 4) and m.last_nfe == 4
-    m.generate([0, 1], num_steps=4, generator=torch.Generator().manual_seed(0))  # dopri5 (default)
+    m.generate([0, 1], num_steps=4, rng=torch.Generator().manual_seed(0))  # dopri5 (default)
     assert m.last_nfe >= 6
     ld = make("LightningDiT")
     assert ld.sampler == "euler" and ld.shift == pytest.approx(0.3) and ld.transport.time_sampling == "logit_normal"
@@ -207,7 +207,7 @@ def test_sit_samplers_and_nfe():
 
 def test_unconditional_null_label_generates():
     m = perturb(make("DiT"))
-    z = m.generate([10, 10], num_steps=2, generator=torch.Generator().manual_seed(0))
+    z = m.generate([10, 10], num_steps=2, rng=torch.Generator().manual_seed(0))
     assert z.shape == (2, 8, 4, 4)
 
 
@@ -255,9 +255,14 @@ def test_decode_latents():
         decode_latents(_FakeTok(), torch.randn(2, 4, 8, 8))
 
 
-def test_bench_generator_command(capsys):
-    from ldetok_lite.benchmarks.generator import main
+def _bench_generator(argv):
+    from ldetok_lite.cli import main
 
+    return main(["bench", "generator", *argv])
+
+
+def test_bench_generator_command(capsys):
+    main = _bench_generator
     rc = main(["--model", "DiT_tiny", "--input-size", "4", "--batch", "4", "--steps", "1", "--warmup", "0",
                "--sample-steps", "2", "--sample-repeats", "1", "--threads", "0", "--json"])
     assert rc == 0
@@ -268,8 +273,7 @@ def test_bench_generator_command(capsys):
 
 
 def test_bench_latent_cache_comparison(capsys):
-    from ldetok_lite.benchmarks.generator import main
-
+    main = _bench_generator
     rc = main(["--model", "SiT_tiny", "--batch", "4", "--steps", "2", "--warmup", "0", "--no-sampling",
                "--threads", "0", "--compare-latent-cache", "detok_tiny", "--json"])
     assert rc == 0

@@ -4,9 +4,10 @@ import pytest
 import torch
 from PIL import Image
 
+from ldetok_lite.analysis import corrupt_and_decode, noise_robustness, robustness_curves
 from ldetok_lite.tokenizer import create_tokenizer
-from ldetok_lite.widgets.latent_explorer import (LatentExplorer, corrupt_and_decode, latent_pca_image,
-                                                 robustness_curves, robustness_psnr)
+from ldetok_lite.viz import latent_pca_image
+from ldetok_lite.widgets.latent_explorer import LatentExplorer
 
 
 @pytest.fixture(scope="module")
@@ -65,7 +66,7 @@ def test_bad_values_are_reported(toks):
 
 def test_robustness_helpers(toks):
     x = torch.rand(4, 3, 32, 32)
-    v = robustness_psnr(toks["l-DeTok"], x, tau=0.5)
+    (v,) = noise_robustness(toks["l-DeTok"], x, taus=(0.5,))
     assert isinstance(v, float) and v > 0
     c = robustness_curves(toks, x, taus=(0.0, 0.5), mask_ratios=(0.0, 0.5))
     assert [t for t, _ in c["plain AE"]["tau"]] == [0.0, 0.5] and len(c["l-DeTok"]["mask"]) == 2

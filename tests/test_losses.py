@@ -1,4 +1,4 @@
-"""Loss terms on known inputs (DETOK_SPEC §2)."""
+"""Loss terms on known inputs (official utils/losses.py)."""
 
 import pytest
 import torch
@@ -109,7 +109,7 @@ def test_lpips_missing_weights_says_how(tmp_path, monkeypatch):
     monkeypatch.setattr(torch.hub, "get_dir", lambda: str(tmp_path))
     with pytest.raises(L.MissingWeightsError, match="vgg16"):
         L.build_lpips("lpips-vgg")
-    with pytest.raises(L.MissingWeightsError, match="does not exist"):
+    with pytest.raises(L.MissingWeightsError, match="not found at the path given"):
         L.build_lpips("lpips-vgg", vgg_path=tmp_path / "nope.pth")
     with pytest.raises(L.MissingWeightsError, match="convnext_small"):
         L.ConvNeXtLogits()

@@ -1,4 +1,4 @@
-"""MAR and the order / mask helpers it shares with the AR models (DETOK_SPEC §4.2)."""
+"""MAR and the order / mask helpers it shares with the AR models (official models/mar.py)."""
 
 from __future__ import annotations
 
@@ -13,13 +13,7 @@ from ldetok_lite.generators import mar as M
 
 # a very small MAR on a 4×4 grid of 8-channel tokens: fast on any CPU
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """These models are tiny: one intra-op thread is faster (and much faster on a busy machine)."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 SMALL = dict(input_size=4, hidden_size=32, depth=1, num_heads=2, buffer_size=2, head_width=32, head_depth=1,
              head_steps=3, num_iter=4)
@@ -49,7 +43,7 @@ def test_raster_order_is_identity():
 
 def test_random_orders_are_permutations_and_invert_exactly():
     g = torch.Generator().manual_seed(0)
-    o = M.random_orders(6, 16, generator=g)
+    o = M.random_orders(6, 16, rng=g)
     assert torch.equal(o.sort(dim=1).values, torch.arange(16).expand(6, 16))
     assert len({tuple(r.tolist()) for r in o}) == 6  # independent per sample
     inv = M.invert_orders(o)
@@ -58,7 +52,7 @@ def test_random_orders_are_permutations_and_invert_exactly():
     x = torch.randn(6, 16, 3)
     assert torch.equal(M.from_order(M.to_order(x, o), o), x)
     assert torch.equal(M.to_order(x, o)[2, 5], x[2, o[2, 5]])
-    again = M.random_orders(6, 16, generator=torch.Generator().manual_seed(0))
+    again = M.random_orders(6, 16, rng=torch.Generator().manual_seed(0))
     assert torch.equal(o, again)
 
 
@@ -72,7 +66,7 @@ def test_patchify_round_trip_row_major():
 
 @pytest.mark.parametrize("n", [0, 1, 7, 16])
 def test_mask_by_order_covers_the_first_positions(n):
-    o = M.random_orders(4, 16, generator=torch.Generator().manual_seed(1))
+    o = M.random_orders(4, 16, rng=torch.Generator().manual_seed(1))
     mask = M.mask_by_order(n, o)
     assert mask.dtype == torch.bool
     assert torch.all(mask.sum(1) == n)
@@ -145,7 +139,7 @@ def test_loss_only_on_masked_tokens(monkeypatch):
     monkeypatch.setattr(m.diffloss, "forward", spy)
     lat = torch.randn(3, 8, 4, 4)
     g = torch.Generator().manual_seed(4)
-    loss = m.loss(lat, torch.tensor([0, 1, 2]), generator=g)
+    loss = m.loss(lat, torch.tensor([0, 1, 2]), rng=g)
     _, mask_ref, rate = m.training_mask(3, "cpu", torch.Generator().manual_seed(4))
     assert torch.isfinite(loss)
     mask = seen["mask"].reshape(3, 16)
@@ -166,11 +160,11 @@ def test_forward_interface_and_backward():
 def test_generate_shape_determinism_and_trajectory():
     m = _small()
     g = lambda: torch.Generator().manual_seed(0)  # noqa: E731
-    a = m.generate([1, 2], generator=g())
-    b = m.generate([1, 2], generator=g())
+    a = m.generate([1, 2], rng=g())
+    b = m.generate([1, 2], rng=g())
     assert a.shape == (2, 8, 4, 4)
     torch.testing.assert_close(a, b)
-    out, traj = m.generate([1, 2], num_steps=4, generator=g(), return_trajectory=True)
+    out, traj = m.generate([1, 2], num_steps=4, rng=g(), return_trajectory=True)
     assert len(traj) == 5 and torch.count_nonzero(traj[0]) == 0
     torch.testing.assert_close(traj[-1], out)
     counts = [int((t != 0).any(1).sum()) // 2 for t in traj]
@@ -181,22 +175,22 @@ def test_generate_shape_determinism_and_trajectory():
 
 def test_guidance_scale_one_equals_conditional():
     m = _small()
-    cond = m.generate([3, 4], cfg=1.0, generator=torch.Generator().manual_seed(0))
-    forced = m.generate([3, 4], cfg=1.0, generator=torch.Generator().manual_seed(0), force_guidance=True)
+    cond = m.generate([3, 4], cfg_scale=1.0, rng=torch.Generator().manual_seed(0))
+    forced = m.generate([3, 4], cfg_scale=1.0, rng=torch.Generator().manual_seed(0), force_guidance=True)
     scale = cond.abs().max()
     torch.testing.assert_close(forced / scale, cond / scale, atol=1e-5, rtol=1e-5)
-    guided = m.generate([3, 4], cfg=4.0, generator=torch.Generator().manual_seed(0))
+    guided = m.generate([3, 4], cfg_scale=4.0, rng=torch.Generator().manual_seed(0))
     assert guided.shape == cond.shape and torch.isfinite(guided).all()
 
 
 @pytest.mark.parametrize("kwargs, err, match", [
     (dict(num_steps=0), ValueError, "num_steps"),
     (dict(num_steps=17), ValueError, "num_steps"),
-    (dict(cfg=0.5), ValueError, "cfg"),
+    (dict(cfg_scale=0.5), ValueError, "cfg"),
     (dict(temperature=0), ValueError, "temperature"),
     (dict(head_steps=0), ValueError, "num_steps"),
     (dict(cfg_schedule="cosine"), ValueError, "cfg_schedule"),
-    (dict(generator=0), TypeError, "generator"),
+    (dict(rng=0), TypeError, "rng must be a torch.Generator"),
 ])
 def test_generate_bad_arguments(kwargs, err, match):
     with pytest.raises(err, match=match):

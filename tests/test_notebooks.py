@@ -22,7 +22,14 @@ def test_notebook_hygiene(nb_path):
     nbformat.validate(nb)
     code = [c for c in nb.cells if c.cell_type == "code"]
     assert all(not c.outputs and c.execution_count is None for c in code), "strip outputs before committing"
-    assert "parameters" in code[0].metadata.get("tags", []), "the first code cell must be tagged 'parameters'"
+    # the same place for the same things: a title, the parameters, the setup cell
+    assert nb.cells[0].cell_type == "markdown" and nb.cells[0].source.startswith("# "), "open with the title"
+    assert "parameters" in nb.cells[1].metadata.get("tags", []), "the second cell must be tagged 'parameters'"
+    assert [c.id for c in nb.cells] == [f"{nb_path.stem[:2]}-cell-{i:02d}" for i in range(len(nb.cells))], \
+        "cell ids follow NN-cell-KK: run python scripts/tidy_notebooks.py"
+    source = "\n".join(c.source for c in code)
+    assert "assert torch.allclose" not in source, "check against the library with torch.testing.assert_close"
+    assert 'name == "smoke"' not in source and "SMOKE" not in source, "the smoke flag is run.smoke"
     params = pm.inspect_notebook(str(nb_path))
     assert REQUIRED <= set(params), f"parameters cell lacks {REQUIRED - set(params)}"
     assert nb.metadata.get("kernelspec", {}).get("name") == "python3"

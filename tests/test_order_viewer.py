@@ -14,12 +14,7 @@ MAR = dict(hidden_size=32, depth=1, num_heads=2, buffer_size=2, head_width=16, h
            num_iter=8)
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")

@@ -1,8 +1,8 @@
 """The environment files agree, and the repository is laid out as the README promises."""
 
 import re
-import tomllib
 
+import tomllib
 import yaml
 
 

@@ -38,23 +38,23 @@ def test_static_render_and_generate_button(model):
     assert img.width > 0 and panel.renders == 1 and panel.last_error is None
     assert panel.image.value  # PNG bytes shown
     # moving a control does not sample, it marks the figure stale
-    panel.params["cfg"].value = 2.0
+    panel.params["cfg_scale"].value = 2.0
     assert panel.renders == 1 and "Generate" in panel.status.value
     panel.generate_button.click()
-    assert panel.renders == 2 and panel.last_params["cfg"] == 2.0
+    assert panel.renders == 2 and panel.last_params["cfg_scale"] == 2.0
     assert "cfg = 2" in panel.status.value and "network evaluations = 4" in panel.status.value
 
 
 def test_render_is_pure(model):
     panel = SamplerPanel(model, FakeTokenizer(), num_steps=3, num_samples=2, num_frames=4,
                          sampler_kwargs={"sampler": "euler"})
-    a = png_bytes(panel.render(label=1, cfg=1.5, num_steps=3, seed=5))
+    a = png_bytes(panel.render(label=1, cfg_scale=1.5, num_steps=3, seed=5))
     panel._cache.clear()
-    b = png_bytes(panel.render(label=1, cfg=1.5, num_steps=3, seed=5))
-    c = png_bytes(panel.render(label=1, cfg=1.5, num_steps=3, seed=6))
+    b = png_bytes(panel.render(label=1, cfg_scale=1.5, num_steps=3, seed=5))
+    c = png_bytes(panel.render(label=1, cfg_scale=1.5, num_steps=3, seed=6))
     assert a == b and a != c
     # unconditional (null class) works too
-    panel.render(label=10, cfg=1.0, num_steps=2, seed=0)
+    panel.render(label=10, cfg_scale=1.0, num_steps=2, seed=0)
 
 
 def test_errors(model):
@@ -71,4 +71,4 @@ def test_errors(model):
     panel.generate_button.click()  # the error is shown in the panel, not raised into the event loop
     assert "seed=-1" in panel.last_error and "Error" in panel.status.value
     with pytest.raises(ValueError, match="seed=-1"):
-        panel.render(label=0, cfg=1.0, num_steps=2, seed=-1)
+        panel.render(label=0, cfg_scale=1.0, num_steps=2, seed=-1)

@@ -7,9 +7,10 @@ import json
 import pytest
 import torch
 
-from ldetok_lite import accel
+from ldetok_lite.cli import main
 from ldetok_lite.corruption import num_kept
 from ldetok_lite.tokenizer import create_tokenizer
+from ldetok_lite.training import accel
 
 
 @pytest.fixture(autouse=True)
@@ -76,12 +77,10 @@ def test_regional_compile_keeps_names_and_results():
 
 @pytest.mark.slow
 def test_speed_benchmark_runs_on_the_cpu(tmp_path, capsys):
-    from ldetok_lite.benchmarks import speed
-
     out = tmp_path / "speed.json"
-    rc = speed.main(["--device", "cpu", "--models", "detok_tiny,SiT_tiny", "--img", "32", "--latent-size", "8",
-                     "--latent-channels", "8", "--num-classes", "10", "--tok-batch", "4", "--gen-batch", "4",
-                     "--steps", "2", "--warmup", "1", "--json", str(out)])
+    rc = main(["bench", "speed", "--device", "cpu", "--models", "detok_tiny,SiT_tiny", "--img", "32",
+               "--latent-size", "8", "--latent-channels", "8", "--num-classes", "10", "--tok-batch", "4",
+               "--gen-batch", "4", "--steps", "2", "--warmup", "1", "--json", str(out)])
     assert rc == 0
     text = capsys.readouterr().out
     assert "speed-up of fast over official" in text and "GFLOP/img" in text

@@ -12,8 +12,10 @@ import pytest
 import torch
 
 from ldetok_lite import checkpoint as ckpt
-from ldetok_lite import train as T
+from ldetok_lite import training as T
 from ldetok_lite.config import DataConfig, TokenizerConfig, TrainConfig
+from ldetok_lite.io import safe_torch_load
+from ldetok_lite.training import loop
 
 ROOT = Path(__file__).resolve().parents[1]
 TOK = TokenizerConfig()  # detok_tiny, γ 3, M 0.7, MSE + KL
@@ -68,7 +70,7 @@ def test_ema_update_and_frozen_copy():
     with torch.no_grad():
         m.weight.fill_(1.0)
         m.bias.fill_(1.0)
-    m.bias.requires_grad_(False)  # frozen params are copied (DETOK_SPEC §3.2)
+    m.bias.requires_grad_(False)  # frozen params are copied (the official models/ema.py)
     ema.update(m)
     assert torch.allclose(ema.state_dict()["weight"], torch.full((2, 2), 0.1))
     assert torch.equal(ema.state_dict()["bias"], torch.ones(2))
@@ -96,7 +98,7 @@ def test_rng_state_round_trip_is_weights_only(tmp_path):
     s = T.rng_state()
     torch.save(s, tmp_path / "s.pt")
     a = torch.rand(3)
-    T.set_rng_state(ckpt.safe_torch_load(tmp_path / "s.pt"))
+    T.set_rng_state(safe_torch_load(tmp_path / "s.pt"))
     assert torch.equal(torch.rand(3), a)
 
 
@@ -151,7 +153,7 @@ KILL_SCRIPT = textwrap.dedent("""
     torch.set_num_threads(1)
     import safetensors.torch
     from ldetok_lite import checkpoint as ckpt
-    from ldetok_lite import train as T
+    from ldetok_lite import training as T
     from ldetok_lite.config import DataConfig, TokenizerConfig, TrainConfig
     mode, out = sys.argv[1], sys.argv[2]
     tok = TokenizerConfig(gan_weight=0.1, gan_start_step=2)
@@ -179,7 +181,10 @@ KILL_SCRIPT = textwrap.dedent("""
         label = "/".join(map(str, key)) + f"/{counts[key]}"
         trace.append(label)
         if label == target:
-            if path is not None:
+            if hasattr(path, "fileno"):  # an open temporary file (io.atomic_write): tear it in place
+                path.flush()
+                os.ftruncate(path.fileno(), path.tell() // 2)
+            elif path is not None:
                 raw = open(path, "rb").read()
                 open(path, "wb").write(raw[: len(raw) // 2])
             die(label)
@@ -354,7 +359,7 @@ def test_decoder_only_freezes_encoder(reference_run, tmp_path):
     assert all(torch.equal(before[k], after[k]) for k in enc)
     assert any(not torch.equal(before[k], after[k]) for k in dec)
     assert all(not p.requires_grad for n, p in res.model.named_parameters() if n.startswith("encoder."))
-    # DETOK_SPEC §3.2: the EMA encoder is the online (not the EMA) pre-training encoder
+    # as the official fine-tune: the EMA encoder is the online (not the EMA) pre-training encoder
     ema = res.ema_model.state_dict()
     assert all(torch.equal(ema[k], before[k]) for k in enc)
 
@@ -398,4 +403,4 @@ def test_bad_arguments(tmp_path):
     with pytest.raises(TypeError, match="train_cfg"):
         T.train_tokenizer(TOK, {"steps": 3}, DATA, tmp_path / "never", **QUIET)
     with pytest.raises(ValueError, match="progress"):
-        T._resolve_progress("bars")
+        loop._resolve_progress("bars")

@@ -3,10 +3,12 @@
 import pytest
 import torch
 
-from ldetok_lite import artifacts as A
 from ldetok_lite import checkpoint as ckpt
-from ldetok_lite import train as T
-from ldetok_lite.config import DataConfig, GeneratorConfig, TrainConfig, load_preset
+from ldetok_lite import training as T
+from ldetok_lite.config import DataConfig, GeneratorConfig, TrainConfig
+from ldetok_lite.experiments import cache as A
+from ldetok_lite.presets import load_preset, tokenizer_recipe
+from ldetok_lite.pretrained import from_pretrained, load_latent_stats
 from ldetok_lite.tokenizer import create_tokenizer
 
 DATA = DataConfig(num_train=32, num_val=8)
@@ -80,9 +82,9 @@ def test_cached_latents_match_tokenize(tok, tmp_path):
     assert torch.allclose(cache["mean_flip"][:4], T.encode_moments(tok, T.ImageSource(make_dataset(DATA.replace(
         hflip=False))), "cpu", flip=True, log=lambda *a: None)[0][:4], atol=1e-6)
     assert list((tmp_path / "samples").glob("samples_step*.png"))
-    gen = ckpt.from_pretrained(tmp_path)
+    gen = from_pretrained(tmp_path)
     assert gen.spec["name"] == "SiT_tiny" and not gen.training
-    assert torch.equal(T.load_latent_stats(res.checkpoint)[0], mean)
+    assert torch.equal(load_latent_stats(res.checkpoint)[0], mean)
 
 
 def test_generator_resume_is_bit_identical(tok, tmp_path):
@@ -112,37 +114,71 @@ def test_on_the_fly_latents_also_train(tok, tmp_path):
         T.train_generator("", GEN, TRAIN, DATA, tok, tmp_path / "x", **QUIET)
 
 
-def test_artifacts_train_once_then_load(tmp_path):
-    preset = load_preset("smoke").override(**{
-        "data.num_train": 32, "data.num_val": 8, "tokenizer_train.steps": 2, "tokenizer_train.batch_size": 8,
-        "generator_train.steps": 2, "generator_train.batch_size": 8, "generator.num_sampling_steps": 2})
+SMALL = {"data.num_train": 32, "data.num_val": 8, "tokenizer_train.steps": 2, "tokenizer_train.batch_size": 8,
+         "generator_train.steps": 2, "generator_train.batch_size": 8, "generator.num_sampling_steps": 2}
+
+
+@pytest.fixture
+def small_smoke(monkeypatch):
+    """A smoke preset small enough for these tests, installed as *the* named smoke preset: its runs get
+    the plain names (``smoke-plain-s0``) that the notebooks' runs have."""
+    from ldetok_lite import presets
+
+    small = presets._smoke().override(**SMALL)
+    monkeypatch.setitem(presets._PRESETS, "smoke", lambda: small)
+    return small
+
+
+def test_cache_trains_once_then_loads(tmp_path, small_smoke):
+    preset = small_smoke
     logs = []
     tok = A.get_tokenizer(preset, "plain", tmp_path, device="cpu", log=logs.append, progress="none")
     assert tok.gamma == 0.0 and tok.mask_ratio == 0.0 and not tok.training
     assert any("training tokenizer" in m for m in logs)
+    assert tok.run_dir == str(tmp_path / "tokenizers" / "smoke-plain-s0") == str(A.tokenizer_dir("smoke", "plain",
+                                                                                                   tmp_path))
     logs.clear()
-    again = A.get_tokenizer(preset, "plain", tmp_path, device="cpu", log=logs.append)
-    assert any("loaded tokenizer" in m for m in logs)
+    again = A.get_tokenizer("smoke", "plain", tmp_path, device="cpu", log=logs.append)
+    assert any(m.startswith("loaded smoke-plain-s0") for m in logs)
     assert all(torch.equal(v, again.state_dict()[k]) for k, v in tok.state_dict().items())
     gen, tok2 = A.get_generator(preset, "SiT", "plain", tmp_path, device="cpu", log=logs.append, progress="none",
                                 return_tokenizer=True, eval_samples=0)
     assert gen.spec["name"] == "SiT_tiny" and tok2.latent_std.ne(1).any()
-    assert (tmp_path / "generators" / "smoke-SiT-plain-s0").is_dir()
+    assert gen.run_dir == str(tmp_path / "generators" / "smoke-SiT-plain-s0") == str(A.generator_dir(
+        "smoke", "SiT", "plain", tmp_path))
     assert len(list((tmp_path / "latents").glob("latents-*.safetensors"))) == 1  # shared by the generators
-    # changed preset settings: the stale run is moved aside and retrained
+    # a lower-case family name finds the same cached run instead of training a new one
     logs.clear()
-    A.get_tokenizer(preset.override(**{"tokenizer.kl_weight": 1e-5}), "plain", tmp_path, device="cpu",
-                    log=logs.append, progress="none")
-    assert any("other settings" in m for m in logs)
-    assert list((tmp_path / "tokenizers").glob("smoke-plain-s0.stale-*"))
+    assert A.get_generator(preset, "sit", "plain", tmp_path, device="cpu", tokenizer=tok, log=logs.append).run_dir \
+        == gen.run_dir and any(m.startswith("loaded smoke-SiT-plain-s0") for m in logs)
+    with pytest.raises(ValueError, match="generator family 'SIT2'.*allowed: DiT, SiT"):
+        A.get_generator(preset, "SIT2", "plain", tmp_path, tokenizer=tok)
+    # other settings than the named preset's: a run of their own, next to the preset's
+    logs.clear()
+    other = A.get_tokenizer(preset.override(**{"tokenizer.kl_weight": 1e-5}), "plain", tmp_path, device="cpu",
+                            log=logs.append, progress="none")
+    assert other.run_dir.startswith(str(tmp_path / "tokenizers" / "smoke-plain-s0-")) and other.run_dir != tok.run_dir
+    assert (tmp_path / "tokenizers" / "smoke-plain-s0").is_dir()
     with pytest.raises(ValueError, match="variant"):
         A.get_tokenizer(preset, "fancy", tmp_path)
 
 
-def test_cached_generator_of_an_old_size_table_is_retrained(tmp_path, monkeypatch):
+def test_a_changed_preset_moves_its_old_runs_aside(tmp_path, small_smoke, monkeypatch):
+    """When the code's own preset changes, its cached runs no longer match: moved aside, retrained."""
+    from ldetok_lite import presets
+
+    A.get_tokenizer("smoke", "plain", tmp_path, device="cpu", log=lambda *a: None, progress="none")
+    monkeypatch.setitem(presets._PRESETS, "smoke", lambda: small_smoke.override(**{"tokenizer.kl_weight": 1e-5}))
+    logs = []
+    A.get_tokenizer("smoke", "plain", tmp_path, device="cpu", log=logs.append, progress="none")
+    assert any("other settings" in m and "kl_weight" in m for m in logs)
+    assert list((tmp_path / "tokenizers").glob("smoke-plain-s0.stale-*"))  # moved aside, not deleted
+
+
+def test_cached_generator_of_an_old_size_table_is_retrained(tmp_path, monkeypatch, small_smoke):
     from ldetok_lite.generators import dit
 
-    preset = load_preset("smoke")
+    preset = small_smoke
     logs = []
     tok = A.get_tokenizer(preset, "plain", tmp_path, device="cpu", log=logs.append, progress="none")
     A.get_generator(preset, "SiT", "plain", tmp_path, device="cpu", tokenizer=tok, log=logs.append,
@@ -157,14 +193,9 @@ def test_cached_generator_of_an_old_size_table_is_retrained(tmp_path, monkeypatc
     assert list((tmp_path / "generators").glob("smoke-SiT-plain-s0.stale-*"))  # moved aside, not deleted
 
 
-def test_warm_start_continues_from_the_plain_ae(tmp_path):
-    """tokenizer.warm_start="plain": l-DeTok starts from the cached plain AE's weights (TOY_SCALE_NOTES)."""
-    from ldetok_lite import artifacts as A
-    from ldetok_lite import checkpoint as ckpt
-    from ldetok_lite.config import load_preset
-
-    preset = load_preset("smoke").override(**{
-        "data.num_train": 32, "data.num_val": 8, "tokenizer_train.steps": 2, "tokenizer_train.batch_size": 8})
+def test_warm_start_continues_from_the_plain_ae(tmp_path, small_smoke):
+    """tokenizer.warm_start="plain": l-DeTok starts from the cached plain AE's weights (notebook 10)."""
+    preset = small_smoke
     assert preset.tokenizer.warm_start == "plain"
     logs = []
     tok = A.get_tokenizer(preset, "ldetok", tmp_path, device="cpu", log=logs.append, progress="none")
@@ -174,9 +205,23 @@ def test_warm_start_continues_from_the_plain_ae(tmp_path):
     plain_ckpt = ckpt.latest_checkpoint(tmp_path / "tokenizers" / "smoke-plain-s0")
     assert any("initialised from" in m and str(plain_ckpt) in m for m in logs)
     # the plain AE itself never warm-starts, and from scratch is one override away
-    assert A.tokenizer_configs(preset, "plain")[0].warm_start == "none"
+    assert tokenizer_recipe(preset, "plain")[0].warm_start == "none"
     logs.clear()
     A.get_tokenizer(preset.override(**{"tokenizer.warm_start": "none"}), "ldetok", tmp_path / "scratch",
                     device="cpu", log=logs.append, progress="none")
     assert not any("continues from" in m for m in logs)
-    assert not (tmp_path / "scratch" / "tokenizers" / "smoke-plain-s0").exists()
+    assert not list((tmp_path / "scratch" / "tokenizers").glob("smoke-plain-s0*"))
+
+
+def test_train_tokenizer_honours_the_warm_start(tmp_path):
+    """Called directly, a tokenizer config with a warm start trains its plain AE into
+    out_dir/warm_start first and continues from it; init_from (the cache's shared AE) skips that."""
+    from ldetok_lite.presets import warm_start_recipe
+
+    preset = load_preset("smoke").override(**SMALL)
+    tok_cfg, train_cfg, data = tokenizer_recipe(preset, "ldetok")
+    assert warm_start_recipe(tok_cfg, train_cfg) is not None
+    logs = []
+    T.train_tokenizer(tok_cfg, train_cfg, data, tmp_path / "run", device="cpu", progress="none", log=logs.append)
+    base = ckpt.latest_checkpoint(tmp_path / "run" / "warm_start")
+    assert base is not None and any("initialised from" in m and str(base) in m for m in logs)

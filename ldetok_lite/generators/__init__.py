@@ -1,24 +1,25 @@
-"""Generators on tokenizer latents: a registry and one interface for every family (DETOK_SPEC §4).
+"""Generators on tokenizer latents: a registry and one interface for every family (official ``models/``).
 
     model = create_generator("SiT_tiny", in_channels=8, input_size=8, num_classes=10)
     loss = model(latents, labels)                       # training: a scalar
-    z = model.generate(labels, cfg=2.0, num_steps=20)   # normalized latents (B, C, h, w)
+    z = model.generate(labels, cfg_scale=2.0, num_steps=20)   # normalized latents (B, C, h, w)
     images = decode_latents(tokenizer, z)               # [0, 1]
 
-Families: DiT (Gaussian diffusion), SiT and LightningDiT (flow matching) in this package's
-``dit.py``/``sit.py``/``lightningdit.py``; MAR and the AR models (Generators II) register here too.
+Families, one file each: DiT (Gaussian diffusion, ``dit.py``), SiT and LightningDiT (flow
+matching, ``sit.py``, ``lightningdit.py``), MAR (``mar.py``) and the raster/random-order AR models
+(``ar.py``), the last two with the per-token diffusion head of ``diffloss.py``. Each registers
+its sizes in ``GENERATORS`` when imported.
 """
 
 from __future__ import annotations
 
 import difflib
-import importlib
 import inspect
 import re
-from pathlib import Path
 
 import torch
 
+from . import ar, dit, lightningdit, mar, sit  # noqa: F401  (each registers its sizes)
 from .base import GENERATORS, Generator, register, resolve_name
 
 __all__ = ["GENERATORS", "Generator", "register", "create_generator", "list_generators", "decode_latents"]
@@ -97,12 +98,3 @@ def decode_latents(tokenizer, latents: torch.Tensor) -> torch.Tensor:
     finally:
         tokenizer.train(was_training)
     return images.clamp(0, 1)
-
-
-# Import every family so that it registers its names. Generators II's files are imported when
-# they exist (they are written in parallel); their own import errors are not hidden.
-from . import dit, lightningdit, sit  # noqa: E402,F401
-
-for _mod in ("diffloss", "mar", "ar"):
-    if (Path(__file__).parent / f"{_mod}.py").exists():
-        importlib.import_module(f"{__name__}.{_mod}")

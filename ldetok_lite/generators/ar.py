@@ -1,4 +1,4 @@
-"""Causal AR models with a per-token diffusion head: RasterAR and RandomAR (DETOK_SPEC §4.3; notebook 09).
+"""Causal AR models with a per-token diffusion head: RasterAR and RandomAR (official ``models/ardiff.py``; notebook 09).
 
 One class, :class:`ARDiff` (the paper's ``ARDiff``), in two orders: ``raster`` (row-major, the
 same for every sample) and ``random`` (a fresh permutation per sample, every step and every image).
@@ -30,8 +30,18 @@ import torch.nn as nn
 from .base import Generator, register
 from .blocks import AdaLNBlock, LabelEmbedder, modulate
 from .diffloss import DiffLoss
-from .mar import PAPER_DEFAULTS, TINY_DEFAULTS, _factory, patchify, random_orders, raster_orders, to_order
-from .mar import from_order, linear_cfg, unpatchify
+from .mar import (
+    PAPER_DEFAULTS,
+    TINY_DEFAULTS,
+    _factory,
+    from_order,
+    linear_cfg,
+    patchify,
+    random_orders,
+    raster_orders,
+    to_order,
+    unpatchify,
+)
 
 ORDERS = ("raster", "random")
 
@@ -46,16 +56,16 @@ def distinct_rows(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
 
 
 class ARDiff(Generator):
-    """Decoder-only causal transformer + DiffLoss (DETOK_SPEC §4.3).
+    """Decoder-only causal transformer + DiffLoss (official ``models/ardiff.py``).
 
     Args beyond :class:`Generator`'s: ``order`` (raster | random), ``hidden_size``, ``depth``,
     ``num_heads``, ``mlp_ratio``, ``head_width``, ``head_depth``, ``head_steps`` (default head
     DDPM steps = ``generate``'s default ``num_steps``), ``batch_mul``, ``clip_x0`` (the head's x̂₀
     bound while sampling; None in the paper, 5 at ``tiny``; see ``DiffLoss``).
 
-    ``generate(labels, cfg, num_steps=head steps, temperature, generator, return_trajectory,
+    ``generate(labels, cfg_scale, num_steps=head steps, temperature, rng, return_trajectory,
     use_kv_cache=True, cfg_schedule="linear"|"constant", force_guidance=False)``; ``force_guidance`` runs
-    the doubled batch even at cfg = 1 (a check: it must equal cfg = 1).
+    the doubled batch even at cfg_scale 1 (a check: it must equal cfg_scale 1).
     """
 
     family = "ARDiff"
@@ -109,11 +119,11 @@ class ARDiff(Generator):
 
     # -- orders ---------------------------------------------------------------------------------
 
-    def orders(self, batch: int, device=None, generator: torch.Generator | None = None) -> torch.Tensor:
+    def orders(self, batch: int, device=None, rng: torch.Generator | None = None) -> torch.Tensor:
         """(B, L) generation orders: raster, or one fresh random permutation per sample."""
         if self.order == "raster":
             return raster_orders(batch, self.seq_len, device)
-        return random_orders(batch, self.seq_len, device, generator)
+        return random_orders(batch, self.seq_len, device, rng)
 
     # -- the backbone ---------------------------------------------------------------------------
 
@@ -156,27 +166,27 @@ class ARDiff(Generator):
 
     # -- training -------------------------------------------------------------------------------
 
-    def loss(self, latents, labels, generator: torch.Generator | None = None, return_terms: bool = False):
+    def loss(self, latents, labels, rng: torch.Generator | None = None, return_terms: bool = False):
         tokens = patchify(latents)
-        orders = self.orders(tokens.shape[0], tokens.device, generator)
+        orders = self.orders(tokens.shape[0], tokens.device, rng)
         if self.training:
-            labels = self.y_embedder.drop(labels, generator)
+            labels = self.y_embedder.drop(labels, rng)
         z = self.conditions(tokens, orders, self.y_embedder.embedding_table(labels))
         target = to_order(tokens, orders)
         return self.diffloss(target.reshape(-1, self.in_channels), z.reshape(-1, self.hidden_size),
-                             generator=generator, return_terms=return_terms)
+                             rng=rng, return_terms=return_terms)
 
     # -- sampling -------------------------------------------------------------------------------
 
-    def sample(self, labels, cfg, num_steps, temperature, generator, return_trajectory, use_kv_cache=True,
+    def sample(self, labels, cfg_scale, num_steps, temperature, rng, return_trajectory, use_kv_cache=True,
                cfg_schedule="linear", force_guidance=False):
         if cfg_schedule not in ("linear", "constant"):
             raise ValueError(f"cfg_schedule={cfg_schedule!r} is not known; allowed: linear, constant")
         if not isinstance(use_kv_cache, bool):
             raise TypeError(f"use_kv_cache must be a bool, got {type(use_kv_cache).__name__}")
         b, L, dev = labels.shape[0], self.seq_len, labels.device
-        guided = cfg != 1.0 or bool(force_guidance)  # force: run the doubled batch even at cfg 1
-        orders = self.orders(b, dev, generator)
+        guided = cfg_scale != 1.0 or bool(force_guidance)  # force: run the doubled batch even at cfg 1
+        orders = self.orders(b, dev, rng)
         class_emb = self.y_embedder.embedding_table(labels)
         if guided:  # second half: the unconditional branch; both halves share the tokens
             null = torch.full_like(labels, self.null_class)
@@ -198,9 +208,9 @@ class ARDiff(Generator):
                 known = tokens_ord[:, :i]
                 h = self.embed(self.inputs(torch.cat([known, known]) if guided else known), orders_in, 0)
                 z = self.run(h, class_emb, 0, classes=classes)[:, -1]
-            s = linear_cfg(cfg, i / L) if cfg_schedule == "linear" else cfg
-            tok = self.diffloss.sample(z[:b], temperature=temperature, cfg=s, z_uncond=z[b:] if guided else None,
-                                       num_steps=num_steps, generator=generator)
+            s = linear_cfg(cfg_scale, i / L) if cfg_schedule == "linear" else cfg_scale
+            tok = self.diffloss.sample(z[:b], temperature=temperature, cfg_scale=s, z_uncond=z[b:] if guided else None,
+                                       num_steps=num_steps, rng=rng)
             tokens_ord = tokens_ord.clone()
             tokens_ord[:, i] = tok.to(tokens_ord.dtype)
             if traj is not None:

@@ -1,9 +1,10 @@
 """The interface every generator family implements, and the registry behind ``create_generator``.
 
-A generator models the tokenizer's **normalized** latents ``(B, C, h, w)`` (DETOK_SPEC §4.0):
+A generator models the tokenizer's **normalized** latents ``(B, C, h, w)`` (official
+``main_diffusion.py``, ``collect_tokenizer_stats``):
 
 - ``model(latents, labels) -> scalar loss`` (training; label dropout is active in ``train()``);
-- ``model.generate(labels, cfg=1.0, num_steps=None, temperature=1.0, generator=None,
+- ``model.generate(labels, cfg_scale=1.0, num_steps=None, temperature=1.0, rng=None,
   return_trajectory=False, **sampler_kwargs) -> latents (B, C, h, w)`` or
   ``(latents, [intermediate latents (B, C, h, w), …])`` from noise to the sample.
 
@@ -20,6 +21,9 @@ from typing import Callable
 
 import torch
 import torch.nn as nn
+
+from .. import _compat
+from .diffusion import randn_like_on
 
 # name -> constructor(**kwargs) -> Generator. Filled by the family modules via ``register``.
 GENERATORS: dict[str, Callable[..., "Generator"]] = {}
@@ -148,9 +152,10 @@ class Generator(nn.Module):
             raise ValueError(f"label {bad} is out of range; allowed [0, {hi}]{extra}")
         return labels.to(device=self.device, dtype=torch.long)
 
-    def check_sampling_args(self, cfg, num_steps, temperature) -> int:
-        if not isinstance(cfg, (int, float)) or isinstance(cfg, bool) or not math.isfinite(cfg) or cfg < 1:
-            raise ValueError(f"cfg={cfg!r} is out of range; allowed [1, inf) (1 = no guidance)")
+    def check_sampling_args(self, cfg_scale, num_steps, temperature) -> int:
+        if (not isinstance(cfg_scale, (int, float)) or isinstance(cfg_scale, bool) or not math.isfinite(cfg_scale)
+                or cfg_scale < 1):
+            raise ValueError(f"cfg_scale={cfg_scale!r} is out of range; allowed [1, inf) (1 = no guidance)")
         if num_steps is None:
             num_steps = self.default_num_steps
         if not _is_int(num_steps) or num_steps < 1:
@@ -172,30 +177,31 @@ class Generator(nn.Module):
         return self.loss(latents, labels)
 
     @torch.no_grad()
-    def generate(self, labels, cfg: float = 1.0, num_steps: int | None = None, temperature: float = 1.0,
-                 generator: torch.Generator | None = None, return_trajectory: bool = False, **sampler_kwargs):
+    @_compat.renamed_keywords(generator="rng", cfg="cfg_scale")
+    def generate(self, labels, cfg_scale: float = 1.0, num_steps: int | None = None, temperature: float = 1.0,
+                 rng: torch.Generator | None = None, return_trajectory: bool = False, **sampler_kwargs):
         """Sample normalized latents (B, C, h, w) for ``labels`` (eval mode, no grad).
 
-        ``cfg`` ≥ 1 is the classifier-free guidance scale; ``num_steps`` defaults to the family's
-        ``default_num_steps``; ``temperature`` scales the sampling noise; ``generator`` (a
+        ``cfg_scale`` ≥ 1 is the classifier-free guidance scale; ``num_steps`` defaults to the family's
+        ``default_num_steps``; ``temperature`` scales the sampling noise; ``rng`` (a
         ``torch.Generator``) makes the result reproducible. Extra keyword arguments go to the
         family's sampler (e.g. ``sampler="euler"`` for SiT).
         """
         labels = self.check_labels(labels)
-        num_steps = self.check_sampling_args(cfg, num_steps, temperature)
-        if generator is not None and not isinstance(generator, torch.Generator):
-            raise TypeError(f"generator must be a torch.Generator or None, got {type(generator).__name__}")
+        num_steps = self.check_sampling_args(cfg_scale, num_steps, temperature)
+        if rng is not None and not isinstance(rng, torch.Generator):
+            raise TypeError(f"rng must be a torch.Generator or None, got {type(rng).__name__}")
         self._check_sampler_kwargs(sampler_kwargs)
         was_training = self.training
         self.eval()
         try:
-            out = self.sample(labels, cfg=float(cfg), num_steps=num_steps, temperature=float(temperature),
-                              generator=generator, return_trajectory=bool(return_trajectory), **sampler_kwargs)
+            out = self.sample(labels, cfg_scale=float(cfg_scale), num_steps=num_steps, temperature=float(temperature),
+                              rng=rng, return_trajectory=bool(return_trajectory), **sampler_kwargs)
         finally:
             self.train(was_training)
         return out
 
-    _STANDARD = ("labels", "cfg", "num_steps", "temperature", "generator", "return_trajectory")
+    _STANDARD = ("labels", "cfg_scale", "num_steps", "temperature", "rng", "return_trajectory")
 
     def _check_sampler_kwargs(self, kwargs: dict) -> None:
         params = inspect.signature(self.sample).parameters
@@ -207,16 +213,14 @@ class Generator(nn.Module):
             raise ValueError(f"{type(self).__name__}.generate got unknown sampler option(s) {', '.join(unknown)}; "
                              f"allowed: {', '.join(allowed) or 'none'}")
 
-    def initial_noise(self, batch: int, generator: torch.Generator | None = None) -> torch.Tensor:
+    def initial_noise(self, batch: int, rng: torch.Generator | None = None) -> torch.Tensor:
         """x_T ~ N(0, I) of shape (batch, C, h, w) on the model's device (drawn on the generator's)."""
-        from .diffusion import randn_like_on
-
-        return randn_like_on((batch, *self.latent_shape), self.device, generator)
+        return randn_like_on((batch, *self.latent_shape), self.device, rng)
 
     # -- to implement --------------------------------------------------------------------------
 
     def loss(self, latents: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:  # pragma: no cover
         raise NotImplementedError
 
-    def sample(self, labels, cfg, num_steps, temperature, generator, return_trajectory, **kw):  # pragma: no cover
+    def sample(self, labels, cfg_scale, num_steps, temperature, rng, return_trajectory, **kw):  # pragma: no cover
         raise NotImplementedError

@@ -1,4 +1,4 @@
-"""Shared generator building blocks (DETOK_SPEC §4.1, §4.5).
+"""Shared generator building blocks (official ``models/layers.py``, ``models/lightningdit.py``).
 
 - :func:`modulate`: adaLN ``x·(1 + scale) + shift``; the condition may be per sample (B, W) or
   per token (B, N, W) (the AR models use per-token conditions).
@@ -53,7 +53,7 @@ def timestep_embedding(t: torch.Tensor, dim: int = 256, max_period: float = 1000
 
 
 class TimestepEmbedder(nn.Module):
-    """t (B,) → (B, W): sinusoid of ``freq_dim`` then Linear-SiLU-Linear (DETOK_SPEC §4.1)."""
+    """t (B,) → (B, W): sinusoid of ``freq_dim`` then Linear-SiLU-Linear (official ``models/layers.py``)."""
 
     def __init__(self, hidden_size: int, freq_dim: int = 256, max_period: float = 10000.0):
         super().__init__()
@@ -83,12 +83,12 @@ class LabelEmbedder(nn.Module):
     def null_id(self) -> int:
         return self.num_classes
 
-    def drop(self, labels: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+    def drop(self, labels: torch.Tensor, rng: torch.Generator | None = None) -> torch.Tensor:
         """Replace labels by the null id with probability ``dropout_prob``."""
         if self.dropout_prob <= 0:
             return labels
-        gdev = generator.device if generator is not None else labels.device
-        u = torch.rand(labels.shape, generator=generator, device=gdev).to(labels.device)
+        gdev = rng.device if rng is not None else labels.device
+        u = torch.rand(labels.shape, generator=rng, device=gdev).to(labels.device)
         return torch.where(u < self.dropout_prob, torch.full_like(labels, self.null_id), labels)
 
     def forward(self, labels: torch.Tensor, train: bool | None = None) -> torch.Tensor:
@@ -124,7 +124,8 @@ def sincos_pos_embed_2d(dim: int, grid_size: int) -> torch.Tensor:
 
 
 class RotaryEmbedding2D(nn.Module):
-    """EVA-style 2-D RoPE over a ``grid_size × grid_size`` token grid (DETOK_SPEC §4.5).
+    """EVA-style 2-D RoPE over a ``grid_size × grid_size`` token grid (official ``models/layers.py``,
+    ``VisionRotaryEmbeddingFast``, used by ``models/lightningdit.py``).
 
     For head dim D: D/4 frequencies θ^(−2k/(D/2)) (θ = 1e4) over integer positions; each is used
     by one adjacent pair (interleaved), rows in the first D/2 channels and columns in the last
@@ -215,7 +216,7 @@ def _norm(kind: str, dim: int, affine: bool) -> nn.Module:
 
 
 class AdaLNBlock(nn.Module):
-    """Pre-norm transformer block with adaLN-Zero (DiT §3.2; DETOK_SPEC §4.1).
+    """Pre-norm transformer block with adaLN-Zero (DiT paper §3.2; official ``models/layers.py``).
 
     ``x ← x + g₁·Attn(modulate(norm(x), β₁, γ₁))``, ``x ← x + g₂·MLP(modulate(norm(x), β₂, γ₂))``,
     with (β₁, γ₁, g₁, β₂, γ₂, g₂) = Linear(SiLU(c)) zero-initialised, so every block starts as the
@@ -257,7 +258,7 @@ class AdaLNBlock(nn.Module):
 
 
 class FinalLayer(nn.Module):
-    """``ModulatedLinear``: norm → adaLN shift/scale from c → Linear(W → out) (DETOK_SPEC §4.1)."""
+    """``ModulatedLinear``: norm → adaLN shift/scale from c → Linear(W → out) (official ``models/layers.py``)."""
 
     def __init__(self, dim: int, out_dim: int, norm: str = "layernorm"):
         super().__init__()
@@ -272,7 +273,7 @@ class FinalLayer(nn.Module):
 
 def init_adaln_zero(module: nn.Module) -> None:
     """DiT init: xavier-uniform Linear weights (zero bias), then zero every adaLN modulation and the
-    final projection, N(0, 0.02) for label tables and timestep MLPs (DETOK_SPEC §4.4)."""
+    final projection, N(0, 0.02) for label tables and timestep MLPs (official ``models/dit.py``, ``diffusion/``)."""
     for m in module.modules():
         if isinstance(m, nn.Linear):
             nn.init.xavier_uniform_(m.weight)

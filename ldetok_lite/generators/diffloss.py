@@ -1,4 +1,4 @@
-"""DiffLoss: the per-token diffusion head of MAR and the AR models (DETOK_SPEC §4.6; notebook 08).
+"""DiffLoss: the per-token diffusion head of MAR and the AR models (official ``models/diffloss.py``; notebook 08).
 
 The backbone (MAR or AR) turns every token position into a condition vector ``z`` (N, W). A small
 MLP then models p(x | z) for the continuous token x (N, C) as a Gaussian diffusion:
@@ -41,7 +41,7 @@ class ResBlock(nn.Module):
 
 
 class SimpleMLPAdaLN(nn.Module):
-    """The DiffLoss network (DETOK_SPEC §4.6): (x_t (N, C), t (N,), z (N, W)) → (N, out_channels).
+    """The DiffLoss network (official ``models/diffloss.py``): (x_t (N, C), t (N,), z (N, W)) → (N, out_channels).
 
     ``out_channels`` is 2C with learned variance ([ε | v]). :meth:`forward_embedded` takes the
     already projected condition ``cond_embed(z)``, so a caller can embed each z once and reuse it
@@ -86,7 +86,7 @@ def _check_rows(name: str, v, ndim: int = 2):
 
 
 class DiffLoss(nn.Module):
-    """Per-token diffusion loss and sampler (DETOK_SPEC §4.6).
+    """Per-token diffusion loss and sampler (official ``models/diffloss.py``).
 
     Args:
         target_channels: token channels C.
@@ -137,7 +137,7 @@ class DiffLoss(nn.Module):
     # -- training ---------------------------------------------------------------------------
 
     def forward(self, target: torch.Tensor, z: torch.Tensor, mask: torch.Tensor | None = None,
-                generator: torch.Generator | None = None, return_terms: bool = False):
+                rng: torch.Generator | None = None, return_terms: bool = False):
         """Mean (MSE + VB) over rows, each (target, z) row repeated ``batch_mul`` times.
 
         ``target`` (N, C), ``z`` (N, W); ``mask`` (N,) optional non-negative weights: the loss is
@@ -162,7 +162,7 @@ class DiffLoss(nn.Module):
             if target.shape[0] == 0:
                 raise ValueError("mask selects no rows; at least one token must carry loss")
         terms = self.diffusion.training_losses(lambda xt, t: self.net.forward_embedded(xt, t, c), target,
-                                               generator=generator)
+                                               rng=rng)
         if mask is None:
             loss = terms["loss"].mean()
             stats = {k: terms[k].detach().mean() for k in ("mse", "vb")}
@@ -173,9 +173,9 @@ class DiffLoss(nn.Module):
 
     # -- sampling ---------------------------------------------------------------------------
 
-    def guided_fn(self, c_cond: torch.Tensor, c_uncond: torch.Tensor | None, cfg, clip_x0: float | None = None):
+    def guided_fn(self, c_cond: torch.Tensor, c_uncond: torch.Tensor | None, cfg_scale, clip_x0: float | None = None):
         """model_fn(x_t, t) with guidance on ε: ε_u + s·(ε_c − ε_u); variance from the conditional
-        branch. ``cfg`` is a float or a per-row (N,) tensor. Without ``c_uncond`` no guidance.
+        branch. ``cfg_scale`` is a float or a per-row (N,) tensor. Without ``c_uncond`` no guidance.
 
         ``clip_x0``: clamp the implied x̂₀ = (x_t − √(1−ᾱ_t) ε̂)/√ᾱ_t to [−clip_x0, clip_x0] and
         return the ε that implies the clamped x̂₀ (see :class:`DiffLoss`)."""
@@ -187,7 +187,7 @@ class DiffLoss(nn.Module):
             else:
                 both = self.net.forward_embedded(torch.cat([x, x]), torch.cat([t, t]), torch.cat([c_cond, c_uncond]))
                 cond, uncond = both.chunk(2)
-                s = cfg.reshape(-1, 1).to(x.dtype) if isinstance(cfg, torch.Tensor) else cfg
+                s = cfg_scale.reshape(-1, 1).to(x.dtype) if isinstance(cfg_scale, torch.Tensor) else cfg_scale
                 eps = uncond[:, :C] + s * (cond[:, :C] - uncond[:, :C])
                 out = torch.cat([eps, cond[:, C:]], dim=1)
             if clip_x0 is not None:
@@ -203,14 +203,14 @@ class DiffLoss(nn.Module):
         return (x - ab.sqrt() * x0.clamp(-bound, bound)) / (1 - ab).sqrt()
 
     @torch.no_grad()
-    def sample(self, z: torch.Tensor, temperature: float = 1.0, cfg=1.0, z_uncond: torch.Tensor | None = None,
-               num_steps: int | None = None, generator: torch.Generator | None = None,
+    def sample(self, z: torch.Tensor, temperature: float = 1.0, cfg_scale=1.0, z_uncond: torch.Tensor | None = None,
+               num_steps: int | None = None, rng: torch.Generator | None = None,
                noise: torch.Tensor | None = None, clip_x0: float | None | str = "default") -> torch.Tensor:
         """Draw one token per condition row: (N, W) → (N, C).
 
-        With ``z_uncond`` (N, W) the ε of the two branches is combined with scale ``cfg`` (float
+        With ``z_uncond`` (N, W) the ε of the two branches is combined with scale ``cfg_scale`` (float
         or (N,) tensor) at every step; both branches are evaluated at the same x_t, which is what
-        the paper's code does by sharing the initial noise between the halves. ``cfg`` = 1 gives
+        the paper's code does by sharing the initial noise between the halves. ``cfg_scale`` = 1 gives
         the conditional model. ``temperature`` scales the per-step noise (not x_T).
         ``clip_x0``: bound for the implied x̂₀ (``"default"`` = the head's ``clip_x0``; None = off).
         """
@@ -220,19 +220,20 @@ class DiffLoss(nn.Module):
         if not isinstance(temperature, (int, float)) or isinstance(temperature, bool) \
                 or not math.isfinite(temperature) or temperature <= 0:
             raise ValueError(f"temperature={temperature!r} is out of range; allowed (0, inf)")
-        if isinstance(cfg, torch.Tensor):
-            if cfg.shape != (z.shape[0],):
-                raise ValueError(f"cfg tensor must have shape ({z.shape[0]},), got {tuple(cfg.shape)}")
-        elif not isinstance(cfg, (int, float)) or isinstance(cfg, bool) or not math.isfinite(cfg) or cfg < 1:
-            raise ValueError(f"cfg={cfg!r} is out of range; allowed [1, inf)")
+        if isinstance(cfg_scale, torch.Tensor):
+            if cfg_scale.shape != (z.shape[0],):
+                raise ValueError(f"cfg_scale tensor must have shape ({z.shape[0]},), got {tuple(cfg_scale.shape)}")
+        elif (not isinstance(cfg_scale, (int, float)) or isinstance(cfg_scale, bool)
+              or not math.isfinite(cfg_scale) or cfg_scale < 1):
+            raise ValueError(f"cfg_scale={cfg_scale!r} is out of range; allowed [1, inf)")
         clip_x0 = self.clip_x0 if isinstance(clip_x0, str) and clip_x0 == "default" else _check_clip(clip_x0)
         diffusion = self.sampling_diffusion(num_steps)
         c = self.net.cond_embed(z)
         cu = None if z_uncond is None else self.net.cond_embed(z_uncond)
         if noise is None:
-            noise = randn_like_on((z.shape[0], self.target_channels), z, generator)
-        return diffusion.p_sample_loop(self.guided_fn(c, cu, cfg, clip_x0), noise.shape, noise=noise,
-                                       temperature=float(temperature), generator=generator)
+            noise = randn_like_on((z.shape[0], self.target_channels), z, rng)
+        return diffusion.p_sample_loop(self.guided_fn(c, cu, cfg_scale, clip_x0), noise.shape, noise=noise,
+                                       temperature=float(temperature), rng=rng)
 
 
 def _check_clip(v):

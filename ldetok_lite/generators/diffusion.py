@@ -1,4 +1,5 @@
-"""Gaussian diffusion (DDPM / ADM style) for DiT and the DiffLoss head (DETOK_SPEC §4.4, §4.6).
+"""Gaussian diffusion (DDPM / ADM style) for DiT and the DiffLoss head (official ``diffusion/``,
+``models/dit.py``, ``models/diffloss.py``).
 
 One object, :class:`GaussianDiffusion`, holds a β schedule of ``num_timesteps`` steps and every
 quantity derived from it. It is shape-agnostic: ``x`` is any tensor ``(B, C, ...)`` — an image of
@@ -13,7 +14,7 @@ latents ``(B, C, h, w)`` for DiT, or token rows ``(B*N, C)`` for DiffLoss. Chann
 - Respacing: :meth:`respace` returns a diffusion over a subset of the original steps with the same
   ᾱ at those steps; the model still receives the *original* timestep indices (``timestep_map``).
 - Sampling: ancestral, ``x_{t-1} = μ + σ · temperature · z`` (temperature scales the noise, as
-  MAR/DiffLoss do; DETOK_SPEC §4.2).
+  MAR/DiffLoss do; official ``models/mar.py``).
 
 Notebook 05 builds q(x_t|x_0), the ε loss and the VB term from scratch and asserts them against
 this module.
@@ -108,14 +109,14 @@ def mean_flat(x: torch.Tensor) -> torch.Tensor:
     return x.reshape(x.shape[0], -1).mean(dim=1)
 
 
-def randn_like_on(shape, like: torch.Tensor | torch.device, generator: torch.Generator | None = None,
+def randn_like_on(shape, like: torch.Tensor | torch.device, rng: torch.Generator | None = None,
                   dtype=torch.float32) -> torch.Tensor:
-    """N(0, I) of ``shape`` on the device of ``like``; draws from ``generator`` on its own device
-    (so a CPU generator gives the same numbers whatever device the model is on)."""
+    """N(0, I) of ``shape`` on the device of ``like``; draws from ``rng`` on its own device
+    (so a CPU rng gives the same numbers whatever device the model is on)."""
     device = like.device if isinstance(like, torch.Tensor) else torch.device(like)
-    if generator is None:
+    if rng is None:
         return torch.randn(shape, device=device, dtype=dtype)
-    return torch.randn(shape, generator=generator, device=generator.device, dtype=dtype).to(device)
+    return torch.randn(shape, generator=rng, device=rng.device, dtype=dtype).to(device)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -208,10 +209,10 @@ class GaussianDiffusion:
                                  betas=torch.tensor(betas, dtype=torch.float64, device="cpu"),
                                  timestep_map=[base_map[i] for i in keep])
 
-    def sample_timesteps(self, batch: int, device, generator: torch.Generator | None = None) -> torch.Tensor:
+    def sample_timesteps(self, batch: int, device, rng: torch.Generator | None = None) -> torch.Tensor:
         """t ~ U{0, …, T−1}, one per row."""
-        gdev = generator.device if generator is not None else device
-        return torch.randint(0, self.num_timesteps, (batch,), generator=generator, device=gdev).to(device)
+        gdev = rng.device if rng is not None else device
+        return torch.randint(0, self.num_timesteps, (batch,), generator=rng, device=gdev).to(device)
 
     # -- forward process ---------------------------------------------------------------------
 
@@ -221,10 +222,10 @@ class GaussianDiffusion:
         var = self._extract("one_minus_alphas_cumprod", t, x_start).expand_as(x_start)
         return mean, var, self._extract("log_one_minus_alphas_cumprod", t, x_start).expand_as(x_start)
 
-    def q_sample(self, x_start, t, noise=None, generator=None):
+    def q_sample(self, x_start, t, noise=None, rng=None):
         """x_t = √ᾱ_t x_0 + √(1 − ᾱ_t) ε (DDPM eq. 4)."""
         if noise is None:
-            noise = randn_like_on(x_start.shape, x_start, generator, dtype=x_start.dtype)
+            noise = randn_like_on(x_start.shape, x_start, rng, dtype=x_start.dtype)
         return (self._extract("sqrt_alphas_cumprod", t, x_start) * x_start
                 + self._extract("sqrt_one_minus_alphas_cumprod", t, x_start) * noise)
 
@@ -287,7 +288,7 @@ class GaussianDiffusion:
         return torch.where(t.to(kl.device) == 0, nll, kl)
 
     def training_losses(self, model_fn: Callable, x_start: torch.Tensor, t: torch.Tensor | None = None,
-                        noise: torch.Tensor | None = None, generator: torch.Generator | None = None) -> dict:
+                        noise: torch.Tensor | None = None, rng: torch.Generator | None = None) -> dict:
         """Per-row losses ``{"loss", "mse", "vb"}`` (each (B,)); ``loss = mse + vb``.
 
         ``model_fn(x_t, t_original)`` returns (B, 2C, ...) or (B, C, ...). The VB term sees the
@@ -295,9 +296,9 @@ class GaussianDiffusion:
         """
         x_start = x_start.float()
         if t is None:
-            t = self.sample_timesteps(x_start.shape[0], x_start.device, generator)
+            t = self.sample_timesteps(x_start.shape[0], x_start.device, rng)
         if noise is None:
-            noise = randn_like_on(x_start.shape, x_start, generator)
+            noise = randn_like_on(x_start.shape, x_start, rng)
         x_t = self.q_sample(x_start, t, noise)
         out = model_fn(x_t, self.map_timesteps(t)).float()
         eps, v = self.split_output(out, x_t)
@@ -311,16 +312,16 @@ class GaussianDiffusion:
         return terms
 
     @torch.no_grad()
-    def p_sample(self, model_fn, x, t, temperature: float = 1.0, generator=None, clip_denoised=False):
+    def p_sample(self, model_fn, x, t, temperature: float = 1.0, rng=None, clip_denoised=False):
         """One ancestral step x_t -> x_{t-1} = μ + σ·temperature·z (no noise at t = 0)."""
         out = self.p_mean_variance(model_fn(x, self.map_timesteps(t)), x, t, clip_denoised)
-        noise = randn_like_on(x.shape, x, generator)
+        noise = randn_like_on(x.shape, x, rng)
         nonzero = (t != 0).float().reshape(-1, *([1] * (x.ndim - 1)))
         return out["mean"] + nonzero * torch.exp(0.5 * out["log_variance"]) * noise * temperature, out
 
     @torch.no_grad()
     def p_sample_loop(self, model_fn: Callable, shape, noise: torch.Tensor | None = None,
-                      temperature: float = 1.0, generator: torch.Generator | None = None,
+                      temperature: float = 1.0, rng: torch.Generator | None = None,
                       device=None, return_trajectory: bool = False, clip_denoised: bool = False,
                       progress: bool = False):
         """Ancestral sampling over all steps of this diffusion (respace first for fewer steps).
@@ -331,7 +332,7 @@ class GaussianDiffusion:
             raise ValueError(f"temperature={temperature!r} is out of range; allowed (0, inf)")
         if device is None:
             device = noise.device if noise is not None else torch.device("cpu")
-        x = noise.float() if noise is not None else randn_like_on(tuple(shape), torch.device(device), generator)
+        x = noise.float() if noise is not None else randn_like_on(tuple(shape), torch.device(device), rng)
         traj = [x] if return_trajectory else None
         steps = range(self.num_timesteps - 1, -1, -1)
         if progress:
@@ -339,7 +340,7 @@ class GaussianDiffusion:
             steps = tqdm(steps, leave=False)
         for i in steps:
             t = torch.full((x.shape[0],), i, device=x.device, dtype=torch.long)
-            x, _ = self.p_sample(model_fn, x, t, temperature, generator, clip_denoised)
+            x, _ = self.p_sample(model_fn, x, t, temperature, rng, clip_denoised)
             if traj is not None:
                 traj.append(x)
         return (x, traj) if return_trajectory else x

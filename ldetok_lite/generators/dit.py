@@ -1,4 +1,5 @@
-"""DiT: a transformer with adaLN-Zero blocks trained as a Gaussian diffusion (DETOK_SPEC §4.4; notebook 05).
+"""DiT: a transformer with adaLN-Zero blocks trained as a Gaussian diffusion (official ``models/dit.py``;
+notebook 05).
 
 :class:`AdaLNTransformer` is the backbone shared by DiT, SiT and LightningDiT: patch-embed the
 latent grid (Conv2d, patch 1 in the paper), add a 2-D position embedding, condition every block on
@@ -9,7 +10,7 @@ Subclasses choose the objective (diffusion or flow), the sampler and how guidanc
 cosine schedule), ε-prediction with learned-range variance (2C outputs), loss MSE + VB, respaced
 ancestral sampling. Classifier-free guidance runs a doubled batch with the null class and guides
 **all C ε channels**; the variance half comes from the conditional branch. Guidance is applied
-only when cfg > 1.
+only when cfg_scale > 1.
 """
 
 from __future__ import annotations
@@ -29,10 +30,10 @@ from .blocks import (
 )
 from .diffusion import GaussianDiffusion
 
-# The paper code's SIZE_DICT (DETOK_SPEC §1.1): width, depth, heads. ``tiny`` is ours for the CPU:
+# The paper code's SIZE_DICT (official ``models/model_utils.py``): width, depth, heads. ``tiny`` is ours for the CPU:
 # the 8×8×8 latents of detok_tiny in 2×2 patches (16 tokens), so width 128 costs what width 64 on
 # 64 tokens does (~0.05 s per step at batch 64 on 2 threads; the tiny preset's 3000 steps take about
-# 3 minutes). At equal compute it gave clearer shapes than width 64 at patch 1 (issue 5 note).
+# 3 minutes). At equal compute it gave clearer shapes than width 64 at patch 1.
 SIZES = {
     "tiny": dict(hidden_size=128, depth=4, num_heads=4, patch_size=2),
     "small": dict(hidden_size=512, depth=8, num_heads=8),
@@ -51,7 +52,8 @@ PAPER_DEFAULTS = dict(in_channels=16, input_size=16, num_classes=1000)
 
 
 class AdaLNTransformer(Generator):
-    """Latent-grid transformer conditioned on (t, y) (DETOK_SPEC §4.1, §4.4, §4.5).
+    """Latent-grid transformer conditioned on (t, y) (official ``models/dit.py``, ``models/sit.py``,
+    ``models/lightningdit.py``).
 
     Args beyond :class:`Generator`'s: ``hidden_size``, ``depth``, ``num_heads``, ``mlp_ratio``,
     ``patch_size`` (1 in the paper), ``out_channels`` (default C), ``norm`` (layernorm|rmsnorm),
@@ -112,24 +114,24 @@ class AdaLNTransformer(Generator):
 
     # -- classifier-free guidance -------------------------------------------------------------
 
-    def combine_guidance(self, cond: torch.Tensor, uncond: torch.Tensor, cfg: float, t: torch.Tensor):
+    def combine_guidance(self, cond: torch.Tensor, uncond: torch.Tensor, cfg_scale: float, t: torch.Tensor):
         """u + s·(c − u) on every output channel (SiT/LightningDiT override details)."""
-        return uncond + cfg * (cond - uncond)
+        return uncond + cfg_scale * (cond - uncond)
 
-    def guided_net(self, x, t, y, cfg: float = 1.0, force_double: bool = False, **guidance) -> torch.Tensor:
+    def guided_net(self, x, t, y, cfg_scale: float = 1.0, force_double: bool = False, **guidance) -> torch.Tensor:
         """The network with classifier-free guidance: a doubled batch (labels, null class) when
-        ``cfg > 1`` (or ``force_double``), combined by :meth:`combine_guidance` (which gets
+        ``cfg_scale > 1`` (or ``force_double``), combined by :meth:`combine_guidance` (which gets
         ``guidance``, e.g. SiT's ``interval_start``)."""
-        if cfg == 1.0 and not force_double:
+        if cfg_scale == 1.0 and not force_double:
             return self.net(x, t, y)
         null = torch.full_like(y, self.null_class)
         out = self.net(torch.cat([x, x]), torch.cat([t, t]), torch.cat([y, null]))
         cond, uncond = out.chunk(2)
-        return self.combine_guidance(cond, uncond, cfg, t, **guidance)
+        return self.combine_guidance(cond, uncond, cfg_scale, t, **guidance)
 
 
 class DiT(AdaLNTransformer):
-    """DiT with ADM Gaussian diffusion (DETOK_SPEC §4.4).
+    """DiT with ADM Gaussian diffusion (official ``models/dit.py``, ``diffusion/``).
 
     Extra args: ``num_timesteps`` (1000), ``noise_schedule`` (``linear`` as in the paper's builder,
     or ``cosine``), ``learn_sigma`` (True: 2C outputs, loss MSE + VB).
@@ -146,21 +148,21 @@ class DiT(AdaLNTransformer):
         self.diffusion = GaussianDiffusion(num_timesteps, noise_schedule, learn_sigma=learn_sigma)
         self.max_num_steps = num_timesteps
 
-    def combine_guidance(self, cond, uncond, cfg, t):
+    def combine_guidance(self, cond, uncond, cfg_scale, t):
         """Guide the ε half on all C channels; keep the conditional branch's variance half."""
         c = self.in_channels
-        eps = uncond[:, :c] + cfg * (cond[:, :c] - uncond[:, :c])
+        eps = uncond[:, :c] + cfg_scale * (cond[:, :c] - uncond[:, :c])
         return torch.cat([eps, cond[:, c:]], dim=1)
 
     def loss(self, latents, labels):
         terms = self.diffusion.training_losses(lambda xt, t: self.net(xt, t, labels), latents)
         return terms["loss"].mean()
 
-    def sample(self, labels, cfg, num_steps, temperature, generator, return_trajectory):
+    def sample(self, labels, cfg_scale, num_steps, temperature, rng, return_trajectory):
         diffusion = self.diffusion.respace(num_steps)
-        noise = self.initial_noise(labels.shape[0], generator)
-        return diffusion.p_sample_loop(lambda x, t: self.guided_net(x, t, labels, cfg), noise.shape, noise=noise,
-                                       temperature=temperature, generator=generator,
+        noise = self.initial_noise(labels.shape[0], rng)
+        return diffusion.p_sample_loop(lambda x, t: self.guided_net(x, t, labels, cfg_scale), noise.shape, noise=noise,
+                                       temperature=temperature, rng=rng,
                                        return_trajectory=return_trajectory)
 
 

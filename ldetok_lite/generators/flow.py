@@ -1,4 +1,4 @@
-"""Flow matching on the linear path, and ODE samplers (DETOK_SPEC §4.5; notebook 06).
+"""Flow matching on the linear path, and ODE samplers (official ``transport/``; notebook 06).
 
 Convention of the paper's code (SiT "transport"): **t = 0 is noise, t = 1 is data**,
 
@@ -62,13 +62,13 @@ class FlowMatching:
 
     # -- training ------------------------------------------------------------------------------
 
-    def sample_t(self, batch: int, device, generator: torch.Generator | None = None) -> torch.Tensor:
+    def sample_t(self, batch: int, device, rng: torch.Generator | None = None) -> torch.Tensor:
         """Training times (B,) in [0, 1)."""
-        gdev = generator.device if generator is not None else device
+        gdev = rng.device if rng is not None else device
         if self.time_sampling == "uniform":
-            t = torch.rand(batch, generator=generator, device=gdev)
+            t = torch.rand(batch, generator=rng, device=gdev)
         else:
-            n = torch.randn(batch, generator=generator, device=gdev)
+            n = torch.randn(batch, generator=rng, device=gdev)
             t = torch.sigmoid(self.logit_mean + self.logit_std * n)
         return t.to(device)
 
@@ -79,13 +79,13 @@ class FlowMatching:
         return tb * x1 + (1 - tb) * x0, x1 - x0
 
     def training_losses(self, model_fn: Callable, x1: torch.Tensor, t: torch.Tensor | None = None,
-                        noise: torch.Tensor | None = None, generator: torch.Generator | None = None) -> dict:
+                        noise: torch.Tensor | None = None, rng: torch.Generator | None = None) -> dict:
         """Per-row ``{"loss"}`` (B,) = mean‖v(x_t, t) − (x₁ − x₀)‖²; ``model_fn(x_t, t)`` gets t in [0, 1]."""
         x1 = x1.float()
         if t is None:
-            t = self.sample_t(x1.shape[0], x1.device, generator)
+            t = self.sample_t(x1.shape[0], x1.device, rng)
         if noise is None:
-            noise = randn_like_on(x1.shape, x1, generator)
+            noise = randn_like_on(x1.shape, x1, rng)
         x_t, u = self.interpolate(x1, noise, t)
         v = model_fn(x_t, t).float()
         if v.shape != x1.shape:

@@ -1,4 +1,4 @@
-"""LightningDiT: SiT with modern blocks and sampling tricks (DETOK_SPEC §4.5; notebook 07).
+"""LightningDiT: SiT with modern blocks and sampling tricks (official ``models/lightningdit.py``; notebook 07).
 
 What changes relative to SiT, and why:
 

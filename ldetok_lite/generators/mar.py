@@ -1,4 +1,4 @@
-"""MAR: masked autoregression with a per-token diffusion head (DETOK_SPEC §4.2; notebook 08).
+"""MAR: masked autoregression with a per-token diffusion head (official ``models/mar.py``; notebook 08).
 
 Tokens are the latent grid read row-major (patch 1): (B, C, h, w) → (B, L = h·w, C).
 
@@ -49,9 +49,9 @@ def unpatchify(tokens: torch.Tensor, size: int) -> torch.Tensor:
     return tokens.transpose(1, 2).reshape(b, c, size, size)
 
 
-def _randfloat(shape, device, generator):
-    gdev = generator.device if generator is not None else device
-    return torch.rand(shape, generator=generator, device=gdev).to(device)
+def _randfloat(shape, device, rng):
+    gdev = rng.device if rng is not None else device
+    return torch.rand(shape, generator=rng, device=gdev).to(device)
 
 
 def raster_orders(batch: int, seq_len: int, device=None) -> torch.Tensor:
@@ -59,13 +59,13 @@ def raster_orders(batch: int, seq_len: int, device=None) -> torch.Tensor:
     return torch.arange(seq_len, device=device).unsqueeze(0).expand(batch, seq_len).contiguous()
 
 
-def random_orders(batch: int, seq_len: int, device=None, generator: torch.Generator | None = None) -> torch.Tensor:
+def random_orders(batch: int, seq_len: int, device=None, rng: torch.Generator | None = None) -> torch.Tensor:
     """An independent uniformly random permutation of range(L) per sample: (B, L) int64.
 
     ``orders[b, i]`` is the grid position generated at step i.
     """
     device = torch.device("cpu") if device is None else torch.device(device)
-    return torch.argsort(_randfloat((batch, seq_len), device, generator), dim=1)
+    return torch.argsort(_randfloat((batch, seq_len), device, rng), dim=1)
 
 
 def invert_orders(orders: torch.Tensor) -> torch.Tensor:
@@ -104,12 +104,12 @@ def truncnorm_icdf(u: torch.Tensor, low: float, high: float, loc: float, scale: 
     return (loc + scale * torch.special.ndtri(p)).clamp(low, high)
 
 
-def sample_mask_rate(generator: torch.Generator | None = None, low: float = 0.7, high: float = 1.0,
+def sample_mask_rate(rng: torch.Generator | None = None, low: float = 0.7, high: float = 1.0,
                      loc: float = 1.0, scale: float = 0.25) -> float:
     """One MAR training mask rate from the truncated normal (paper: [0.7, 1], loc 1, scale 0.25)."""
     if not 0 <= low < high <= 1:
         raise ValueError(f"mask-rate range [{low}, {high}] is invalid; allowed 0 <= low < high <= 1")
-    u = torch.rand((), generator=generator, device=generator.device if generator is not None else "cpu")
+    u = torch.rand((), generator=rng, device=rng.device if rng is not None else "cpu")
     return float(truncnorm_icdf(u.cpu(), low, high, loc, scale))
 
 
@@ -136,9 +136,9 @@ def mar_schedule(num_steps: int, seq_len: int) -> list[int]:
     return out
 
 
-def linear_cfg(cfg: float, frac: float) -> float:
-    """The linear guidance schedule 1 + (cfg − 1)·frac, frac = share of tokens already known."""
-    return 1.0 + (cfg - 1.0) * frac
+def linear_cfg(cfg_scale: float, frac: float) -> float:
+    """The linear guidance schedule 1 + (cfg_scale − 1)·frac, frac = share of tokens already known."""
+    return 1.0 + (cfg_scale - 1.0) * frac
 
 
 def token_steps(trajectory: list[torch.Tensor]) -> torch.Tensor:
@@ -164,7 +164,7 @@ class MlpWithoutDropout(Mlp):
 
 
 class MAR(Generator):
-    """MAR (DETOK_SPEC §4.2) with a DiffLoss head (§4.6).
+    """MAR (official ``models/mar.py``) with a DiffLoss head (official ``models/diffloss.py``).
 
     Args beyond :class:`Generator`'s: ``hidden_size``, ``depth`` (blocks in the encoder and again
     in the decoder), ``num_heads``, ``buffer_size`` (class-embedding slots), ``dropout``
@@ -173,9 +173,9 @@ class MAR(Generator):
     ``num_iter`` (default MAR steps), ``mask_rate_min`` (0.7), ``clip_x0`` (the head's x̂₀ bound while
     sampling; None in the paper, 5 at ``tiny``: see :class:`~ldetok_lite.generators.diffloss.DiffLoss`).
 
-    ``generate(labels, cfg, num_steps=num_iter, temperature, generator, return_trajectory,
+    ``generate(labels, cfg_scale, num_steps=num_iter, temperature, rng, return_trajectory,
     head_steps=None, cfg_schedule="linear"|"constant", force_guidance=False)``; ``force_guidance`` runs
-    the doubled (conditional + unconditional) batch even at cfg = 1 (a check: it must equal cfg = 1).
+    the doubled (conditional + unconditional) batch even at cfg_scale 1 (a check: it must equal cfg_scale 1).
     """
 
     family = "MAR"
@@ -274,34 +274,34 @@ class MAR(Generator):
 
     # -- training -------------------------------------------------------------------------------
 
-    def training_mask(self, batch: int, device, generator: torch.Generator | None = None):
+    def training_mask(self, batch: int, device, rng: torch.Generator | None = None):
         """(orders (B, L), mask (B, L) bool, rate): random orders and one truncated-normal rate."""
-        orders = random_orders(batch, self.seq_len, device, generator)
-        rate = sample_mask_rate(generator, low=self.mask_rate_min)
+        orders = random_orders(batch, self.seq_len, device, rng)
+        rate = sample_mask_rate(rng, low=self.mask_rate_min)
         return orders, mask_by_order(num_masked_for_rate(rate, self.seq_len), orders), rate
 
-    def loss(self, latents, labels, generator: torch.Generator | None = None, return_terms: bool = False):
+    def loss(self, latents, labels, rng: torch.Generator | None = None, return_terms: bool = False):
         tokens = patchify(latents)
         b = tokens.shape[0]
-        _, mask, _ = self.training_mask(b, tokens.device, generator)
+        _, mask, _ = self.training_mask(b, tokens.device, rng)
         if self.training:
-            labels = self.y_embedder.drop(labels, generator)
+            labels = self.y_embedder.drop(labels, rng)
         class_emb = self.y_embedder.embedding_table(labels)
         z = self.conditions(tokens, mask, class_emb)
         return self.diffloss(tokens.reshape(-1, self.in_channels), z.reshape(-1, self.hidden_size),
-                             mask=mask.reshape(-1), generator=generator, return_terms=return_terms)
+                             mask=mask.reshape(-1), rng=rng, return_terms=return_terms)
 
     # -- sampling -------------------------------------------------------------------------------
 
-    def sample(self, labels, cfg, num_steps, temperature, generator, return_trajectory, head_steps=None,
+    def sample(self, labels, cfg_scale, num_steps, temperature, rng, return_trajectory, head_steps=None,
                cfg_schedule="linear", force_guidance=False):
         if cfg_schedule not in ("linear", "constant"):
             raise ValueError(f"cfg_schedule={cfg_schedule!r} is not known; allowed: linear, constant")
         if head_steps is not None:
             self.diffloss.check_steps(head_steps)
         b, L, dev = labels.shape[0], self.seq_len, labels.device
-        guided = cfg != 1.0 or bool(force_guidance)  # force: run the doubled batch even at cfg 1
-        orders = random_orders(b, L, dev, generator)
+        guided = cfg_scale != 1.0 or bool(force_guidance)  # force: run the doubled batch even at cfg 1
+        orders = random_orders(b, L, dev, rng)
         mask = torch.ones(b, L, dtype=torch.bool, device=dev)
         tokens = torch.zeros(b, L, self.in_channels, device=dev)
         class_emb = self.y_embedder.embedding_table(labels)
@@ -319,11 +319,11 @@ class MAR(Generator):
             else:
                 mask_next = mask_by_order(mask_len, orders)
                 to_pred = mask & ~mask_next
-            s = linear_cfg(cfg, (L - mask_len) / L) if cfg_schedule == "linear" else cfg
+            s = linear_cfg(cfg_scale, (L - mask_len) / L) if cfg_schedule == "linear" else cfg_scale
             z_c = z[:b][to_pred]
             z_u = z[b:][to_pred] if guided else None
-            new = self.diffloss.sample(z_c, temperature=temperature, cfg=s, z_uncond=z_u, num_steps=head_steps,
-                                       generator=generator)
+            new = self.diffloss.sample(z_c, temperature=temperature, cfg_scale=s, z_uncond=z_u, num_steps=head_steps,
+                                       rng=rng)
             tokens = tokens.clone()
             tokens[to_pred] = new.to(tokens.dtype)
             mask = mask_next
@@ -338,7 +338,7 @@ class MAR(Generator):
 # ---------------------------------------------------------------------------------------------
 
 # MAR_SIZE_DICT of the paper code (width, depth per encoder/decoder, heads); head d6 w1024 (base)
-# and d8 w1280 (large) are the README's final runs. ``tiny`` is ours for the CPU (8×8×8 latents;
+# and d8 w1280 (large) are the README's final runs ``tiny`` is ours for the CPU (8×8×8 latents;
 # head batch ×1 instead of ×4: 54 ms per step at batch 64 on 2 cores against 73 ms at ×2, so that
 # 3000 steps fit in 3 minutes).
 MAR_SIZES = {

@@ -1,4 +1,4 @@
-"""SiT: the DiT backbone trained with flow matching (DETOK_SPEC §4.5; notebook 06).
+"""SiT: the DiT backbone trained with flow matching (official ``models/sit.py``, ``transport/``; notebook 06).
 
 Same blocks as DiT (LayerNorm without affine, GELU MLP, fixed sin-cos positions) but C outputs
 (the velocity), t ∈ [0, 1] fed directly to the timestep embedder, t ~ U[0, 1) in training, and
@@ -52,11 +52,11 @@ class SiT(AdaLNTransformer):
         """Network evaluations (per guided batch) of the last ``generate`` call."""
         return self.transport.last_nfe
 
-    def combine_guidance(self, cond, uncond, cfg, t, interval_start=None):
+    def combine_guidance(self, cond, uncond, cfg_scale, t, interval_start=None):
         """Guide all channels; where t < ``interval_start`` (default ``cfg_interval_start``) keep the
         conditional velocity: no guidance near pure noise, where it costs diversity (notebook 06)."""
         start = self.cfg_interval_start if interval_start is None else interval_start
-        guided = uncond + cfg * (cond - uncond)
+        guided = uncond + cfg_scale * (cond - uncond)
         if start > 0:
             off = (t < start).reshape(-1, *([1] * (cond.ndim - 1)))
             guided = cond.where(off, guided)
@@ -65,7 +65,7 @@ class SiT(AdaLNTransformer):
     def loss(self, latents, labels):
         return self.transport.training_losses(lambda xt, t: self.net(xt, t, labels), latents)["loss"].mean()
 
-    def sample(self, labels, cfg, num_steps, temperature, generator, return_trajectory, sampler=None, shift=None,
+    def sample(self, labels, cfg_scale, num_steps, temperature, rng, return_trajectory, sampler=None, shift=None,
                cfg_interval_start=None):
         """Integrate from noise (scaled by ``temperature``) at t = 0 to data at t = 1. ``sampler``,
         ``shift`` and ``cfg_interval_start`` override the model's settings for this call."""
@@ -73,10 +73,10 @@ class SiT(AdaLNTransformer):
         shift = self.shift if shift is None else shift
         self._check_sampler(sampler, shift)
         start = self.cfg_interval_start if cfg_interval_start is None else self._check_interval(cfg_interval_start)
-        x0 = self.initial_noise(labels.shape[0], generator) * temperature
+        x0 = self.initial_noise(labels.shape[0], rng) * temperature
 
         def fn(x, t):
-            return self.guided_net(x, t, labels, cfg, interval_start=start)
+            return self.guided_net(x, t, labels, cfg_scale, interval_start=start)
 
         if sampler == "euler":
             return self.transport.sample_euler(fn, x0, num_steps, shift=shift, return_trajectory=return_trajectory)

@@ -4,10 +4,10 @@ Pick an image (embedded shapes or a scikit-image photo), slide τ, γ and the ma
 compare how a plain autoencoder and an l-DeTok tokenizer decode ``z' = (1−τ)·z + τ·γ·ε`` of
 their own latents (paper eq. 1) with the same ε and the same mask order. PSNR is printed under
 each decoding. Encodings are cached per (tokenizer, image, mask ratio) — masking happens at the
-encoder input (DETOK_SPEC §1.6), so each new mask ratio is encoded once — and a τ or γ move only
-re-decodes. The noise and the mask order are fixed by ``seed`` ("resample noise" draws new ones).
-Also: :func:`robustness_psnr` / :func:`robustness_curves` (the curves of notebook 04) and
-:func:`latent_pca_image` (the latent PCA picture). Taught in ``notebooks/04_latent_explorer.ipynb``.
+encoder input (the official ``Encoder.mae_random_masking``), so each new mask ratio is encoded
+once — and a τ or γ move only re-decodes. The noise and the mask order are fixed by ``seed``
+("resample noise" draws new ones). The measurements behind it are ``ldetok_lite.analysis``.
+Taught in ``notebooks/04_latent_explorer.ipynb``.
 """
 
 from __future__ import annotations
@@ -16,118 +16,16 @@ import ipywidgets as W
 import torch
 from PIL import Image, ImageDraw
 
-from ..corruption import additive_noise, interpolative_noise, num_kept
+from .. import _compat
+from ..analysis import corrupt_and_decode
+from ..data import PHOTO_NAMES, SHAPES_CLASSES, ShapesDataset, sample_photos
 from ..metrics import psnr
 from ..viz import to_pil
 from .base import Panel
 
 
-def _device_of(module) -> torch.device:
-    return next(module.parameters()).device
-
-
-@torch.no_grad()
-def corrupt_and_decode(tokenizer, images: torch.Tensor, tau: float = 0.0, gamma: float = 3.0,
-                       mask_ratio: float = 0.0, noise: torch.Tensor | None = None,
-                       mask_noise: torch.Tensor | None = None, additive: bool = False,
-                       generator: torch.Generator | None = None, cache: dict | None = None, key=None) -> torch.Tensor:
-    """Encode (posterior mean, ``mask_ratio`` of the tokens dropped at the encoder input), corrupt
-    the visible latents with τ/γ (interpolative unless ``additive``), decode; [0, 1] clamped.
-
-    ``noise`` (B, N, C) and ``mask_noise`` (B, N) fix ε and the mask order (drawn from
-    ``generator`` when not given). ``cache``/``key``: reuse encodings across calls.
-    """
-    if not 0.0 <= tau <= 1.0:
-        raise ValueError(f"tau={tau!r} is out of range; allowed [0, 1]")
-    if not 0.0 <= gamma:
-        raise ValueError(f"gamma={gamma!r} is out of range; allowed [0, inf)")
-    if not 0.0 <= mask_ratio < 1.0:
-        raise ValueError(f"mask_ratio={mask_ratio!r} is out of range; allowed [0, 1)")
-    tokenizer.eval()
-    dev = _device_of(tokenizer)
-    x = images.to(dev).float()
-    b, n, c = x.shape[0], tokenizer.seq_len, tokenizer.token_channels
-    if mask_noise is None:
-        mask_noise = torch.rand(b, n, generator=generator)
-    if noise is None:
-        noise = torch.randn(b, n, c, generator=generator)
-    mask_noise, noise = mask_noise.to(dev), noise.to(dev)
-    ck = None if cache is None else (key, round(float(mask_ratio), 6))
-    if ck is not None and ck in cache:
-        z, ids_restore = cache[ck]
-    else:
-        z, ids_restore, _ = tokenizer.encode(x, mask_ratio=float(mask_ratio), mask_noise=mask_noise)
-        if cache is not None:
-            cache[ck] = (z, ids_restore)
-    if ids_restore is not None:
-        keep = num_kept(n, float(mask_ratio))
-        ids_keep = torch.argsort(mask_noise, dim=1, stable=True)[:, :keep]
-        eps = torch.gather(noise, 1, ids_keep[..., None].expand(-1, -1, c))
-    else:
-        eps = noise
-    if tau > 0:  # (γ = 0 interpolative only shrinks the latent; additive γ = 0 leaves it)
-        z = (additive_noise if additive else interpolative_noise)(z, float(tau), float(gamma), noise=eps)
-    return tokenizer.decode(z, ids_restore).clamp(0, 1)
-
-
-@torch.no_grad()
-def robustness_psnr(tokenizer, images: torch.Tensor, tau: float = 0.5, gamma: float = 3.0, mask_ratio: float = 0.0,
-                    seed: int = 0, batch_size: int = 256, additive: bool = False) -> float:
-    """Mean PSNR (dB) of decoding corrupted latents against the clean images (the robustness of
-    the decoder, TOY_SCALE_NOTES: "PSNR at τ = 0.5 with γ = 3"). Fixed noise from ``seed``."""
-    g = torch.Generator().manual_seed(seed)
-    vals = []
-    for chunk in images.split(batch_size):
-        out = corrupt_and_decode(tokenizer, chunk, tau, gamma, mask_ratio, additive=additive, generator=g)
-        vals.append(psnr(out, chunk.to(out.device), reduction="none").cpu())
-    return float(torch.cat(vals).mean())
-
-
-def robustness_curves(tokenizers: dict, images: torch.Tensor, taus=(0.0, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8),
-                      mask_ratios=(0.0, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8), gamma: float = 3.0,
-                      seed: int = 0) -> dict:
-    """{name: {"tau": [(τ, PSNR)...], "mask": [(m, PSNR)...]}} for each tokenizer."""
-    out = {}
-    for name, tok in tokenizers.items():
-        out[name] = {
-            "tau": [(float(t), robustness_psnr(tok, images, tau=t, gamma=gamma, seed=seed)) for t in taus],
-            "mask": [(float(m), robustness_psnr(tok, images, tau=0.0, mask_ratio=m, seed=seed)) for m in mask_ratios],
-        }
-    return out
-
-
-@torch.no_grad()
-def latent_pca_image(tokenizers: dict, images: torch.Tensor, scale: int = 4) -> Image.Image:
-    """Each tokenizer's latent grid projected on its first 3 principal components, as RGB.
-
-    Rows: input, then one row per tokenizer; the PCA is fitted on all tokens of ``images``.
-    Smooth, object-shaped colour fields mean neighbouring tokens carry related codes.
-    """
-    from ..viz import labelled_grid
-
-    rows, labels = [images.cpu().float()], ["input"]
-    h = images.shape[-1]
-    for name, tok in tokenizers.items():
-        tok.eval()
-        z, _, _ = tok.encode(images.to(_device_of(tok)).float())
-        z = z.float().cpu()  # (B, N, C)
-        flat = z.reshape(-1, z.shape[-1])
-        flat = flat - flat.mean(0)
-        _, _, v = torch.linalg.svd(flat, full_matrices=False)
-        proj = (flat @ v[:3].T).reshape(z.shape[0], z.shape[1], 3)
-        lo, hi = proj.amin((0, 1)), proj.amax((0, 1))
-        proj = (proj - lo) / (hi - lo).clamp_min(1e-8)
-        g = tok.grid_size
-        pic = proj.transpose(1, 2).reshape(-1, 3, g, g)
-        rows.append(torch.nn.functional.interpolate(pic, size=(h, h), mode="nearest"))
-        labels.append(f"{name} PCA")
-    return labelled_grid(rows, row_labels=labels, scale=scale // 2 or 1)
-
-
 def default_images(img_size: int, num_shapes: int = 6, seed: int = 0) -> tuple[torch.Tensor, list[str]]:
     """Held-out embedded shapes plus the scikit-image photos, at ``img_size``, with names."""
-    from ..data import PHOTO_NAMES, SHAPES_CLASSES, ShapesDataset, sample_photos
-
     ds = ShapesDataset(max(num_shapes, 1), img_size, seed=seed, split="val")
     names = [f"shape {i}: {SHAPES_CLASSES[int(ds.labels[i])]}" for i in range(num_shapes)]
     photos = sample_photos(size=img_size)
@@ -253,5 +151,8 @@ class LatentExplorer(Panel):
                 f" &nbsp;|&nbsp; {ps} &nbsp;|&nbsp; encodings cached: {len(self.cache)}")
 
 
-__all__ = ["LatentExplorer", "corrupt_and_decode", "robustness_psnr", "robustness_curves", "latent_pca_image",
-           "default_images"]
+__all__ = ["LatentExplorer", "default_images"]
+
+
+def __getattr__(name: str):  # names that moved to another module in this release (ldetok_lite._compat)
+    return _compat.moved_attribute(__name__, name)

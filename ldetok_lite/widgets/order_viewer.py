@@ -50,7 +50,7 @@ class OrderViewer(Panel):
         tokenizer: decodes latents for the ``mask`` and ``partial`` views (None: ``order`` only).
         class_names: names for the class dropdown (default ``class i``).
         label, seed, step, view: initial control values (step default: half the tokens).
-        num_samples: rows; cfg: guidance scale for every model; generate_kwargs: per-model extra
+        num_samples: rows; cfg_scale: guidance scale for every model; generate_kwargs: per-model extra
             ``generate`` keywords, ``{column name: {...}}`` (e.g. ``{"MAR": {"num_steps": 16}}``).
         scale: pixel zoom of each tile.
     """
@@ -58,7 +58,7 @@ class OrderViewer(Panel):
     title = "Generation order: tokens appearing step by step"
 
     def __init__(self, models: dict, tokenizer=None, class_names=None, label: int = 0, seed: int = 0,
-                 step: int | None = None, view: str | None = None, num_samples: int = 2, cfg: float = 1.0,
+                 step: int | None = None, view: str | None = None, num_samples: int = 2, cfg_scale: float = 1.0,
                  generate_kwargs: dict | None = None, scale: int = 4):
         if not isinstance(models, dict) or not models:
             raise TypeError("models must be a non-empty dict {column name: generator}")
@@ -95,7 +95,7 @@ class OrderViewer(Panel):
         if unknown:
             raise ValueError(f"generate_kwargs has unknown model {unknown[0]!r}; models: {', '.join(self.models)}")
         self.generate_kwargs = extra
-        self.num_samples, self.cfg, self.scale = num_samples, float(cfg), int(scale)
+        self.num_samples, self.cfg_scale, self.scale = num_samples, float(cfg_scale), int(scale)
         self._init = dict(step=int(step), view=view, label=int(label), seed=int(seed))
         self._cache: dict = {}
         super().__init__()
@@ -139,7 +139,7 @@ class OrderViewer(Panel):
         model = self.models[name]
         labels = torch.full((self.num_samples,), int(label), dtype=torch.long)
         gen = torch.Generator().manual_seed(int(seed))
-        _, traj = model.generate(labels, cfg=self.cfg, generator=gen, return_trajectory=True,
+        _, traj = model.generate(labels, cfg_scale=self.cfg_scale, rng=gen, return_trajectory=True,
                                  **self.generate_kwargs.get(name, {}))
         traj = [t.detach().cpu() for t in traj]
         steps = token_steps(traj)

@@ -1,9 +1,9 @@
-"""``SamplerPanel``: class, cfg, steps and seed for any generator, and the trajectory from noise to
+"""``SamplerPanel``: class, guidance scale, steps and seed for any generator, and the trajectory from noise to
 image (notebooks 05-07; Generators II reuse it for MAR and the AR models).
 
 Sampling is the expensive step, so moving a control does **not** resample: the readout says the
 settings changed and the **Generate** button renders. The first display and ``static()`` render
-once with the defaults. ``render(label, cfg, num_steps, seed)`` is pure: the same parameters give
+once with the defaults. ``render(label, cfg_scale, num_steps, seed)`` is pure: the same parameters give
 the same image (results are cached per parameter set).
 
 Each row is one sample; columns are evenly spaced points of ``model.generate(...,
@@ -38,14 +38,14 @@ class SamplerPanel(Panel):
             trained with already set.
         class_names: names for the class dropdown (default: ``class 0`` …); an extra entry
             "unconditional" uses the null class.
-        label, cfg, num_steps, seed: initial control values.
+        label, cfg_scale, num_steps, seed: initial control values.
         num_samples: rows (samples) per render; num_frames: trajectory columns.
         max_steps / max_cfg: slider ranges.
     """
 
     title = "Sampler: noise → image (press Generate after changing a setting)"
 
-    def __init__(self, model, tokenizer, class_names=None, label: int = 0, cfg: float = 1.0,
+    def __init__(self, model, tokenizer, class_names=None, label: int = 0, cfg_scale: float = 1.0,
                  num_steps: int | None = None, seed: int = 0, num_samples: int = 4, num_frames: int = 8,
                  max_steps: int = 250, max_cfg: float = 8.0, scale: int = 2, sampler_kwargs: dict | None = None):
         if not hasattr(model, "generate") or not hasattr(model, "num_classes"):
@@ -67,7 +67,8 @@ class SamplerPanel(Panel):
         self.num_samples, self.num_frames, self.scale = num_samples, num_frames, scale
         self.sampler_kwargs = dict(sampler_kwargs or {})
         steps = model.default_num_steps if num_steps is None else num_steps
-        self._init = dict(label=label, cfg=float(cfg), num_steps=int(min(steps, max_steps)), seed=int(seed))
+        self._init = dict(label=label, cfg_scale=float(cfg_scale), num_steps=int(min(steps, max_steps)),
+                          seed=int(seed))
         self._max_steps, self._max_cfg = max_steps, float(max_cfg)
         self._cache: dict = {}
         self.last_nfe: int | None = None
@@ -77,8 +78,8 @@ class SamplerPanel(Panel):
         opts = [(name, i) for i, name in enumerate(self.class_names)] + [("unconditional", self.model.num_classes)]
         return {
             "label": W.Dropdown(options=opts, value=self._init["label"], description="class"),
-            "cfg": W.FloatSlider(value=self._init["cfg"], min=1.0, max=self._max_cfg, step=0.25,
-                                 description="cfg", continuous_update=False),
+            "cfg_scale": W.FloatSlider(value=self._init["cfg_scale"], min=1.0, max=self._max_cfg, step=0.25,
+                                 description="cfg scale", continuous_update=False),
             "num_steps": W.IntSlider(value=self._init["num_steps"], min=1, max=self._max_steps,
                                      description="steps", continuous_update=False),
             "seed": W.IntText(value=self._init["seed"], description="seed"),
@@ -105,20 +106,21 @@ class SamplerPanel(Panel):
     def describe(self, params: dict) -> str:
         name = "unconditional" if params["label"] == self.model.num_classes else self.class_names[params["label"]]
         nfe = f" &nbsp; network evaluations = {self.last_nfe}" if self.last_nfe else ""
-        return (f"{type(self.model).__name__}: {name}, cfg = {params['cfg']:.3g}, steps = {params['num_steps']}, "
+        return (f"{type(self.model).__name__}: {name}, cfg = {params['cfg_scale']:.3g}, steps = {params['num_steps']}, "
                 f"seed = {params['seed']}{nfe}")
 
     @torch.no_grad()
-    def trajectory(self, label: int, cfg: float, num_steps: int, seed: int):
+    def trajectory(self, label: int, cfg_scale: float, num_steps: int, seed: int):
         """(frame indices, list of decoded frames (num_samples, 3, H, W)) for these settings."""
-        key = (int(label), float(cfg), int(num_steps), int(seed))
+        key = (int(label), float(cfg_scale), int(num_steps), int(seed))
         if key in self._cache:
             return self._cache[key]
         if not isinstance(seed, int) or seed < 0:
             raise ValueError(f"seed={seed!r} is invalid; allowed: an int >= 0")
         gen = torch.Generator().manual_seed(seed)
         labels = torch.full((self.num_samples,), int(label), dtype=torch.long)
-        _, traj = self.model.generate(labels, cfg=cfg, num_steps=num_steps, generator=gen, return_trajectory=True,
+        _, traj = self.model.generate(labels, cfg_scale=cfg_scale, num_steps=num_steps, rng=gen,
+                                      return_trajectory=True,
                                       **self.sampler_kwargs)
         self.last_nfe = getattr(self.model, "last_nfe", None)
         idx = pick_frames(len(traj), self.num_frames)
@@ -128,8 +130,8 @@ class SamplerPanel(Panel):
         self._cache[key] = (idx, frames, len(traj))
         return self._cache[key]
 
-    def render(self, label: int, cfg: float, num_steps: int, seed: int):
-        idx, frames, n = self.trajectory(label, cfg, num_steps, seed)
+    def render(self, label: int, cfg_scale: float, num_steps: int, seed: int):
+        idx, frames, n = self.trajectory(label, cfg_scale, num_steps, seed)
         rows = [torch.stack([f[i] for f in frames]) for i in range(self.num_samples)]
         last = n - 1
         cols = ["noise" if i == 0 else ("sample" if i == last else f"{i}/{last}") for i in idx]

@@ -8,17 +8,16 @@ runs as ``torchrun --nproc_per_node=num_gpus -m ldetok_lite.cli train ...`` in a
 whose log is streamed into the notebook and kept in ``<stage>/torchrun.log``; otherwise it runs
 in the notebook's own process. Both write the same files and can resume each other.
 
-Stages (DETOK_SPEC §3): tokenizer pre-training (γ, M from ``variant``; GAN from the preset's
-start step), then the decoder-only fine-tune of §3.2 (γ 0, M 0, blr 5e-5, 5% warmup, perceptual
-weight 0.1, GAN from step 0, half the pre-training steps); generator training on the tokenizer
-(§3.4, aligned constant lr); evaluation (§5: a cfg search on a subset, then the final count).
+Stages (the official README's recipe): tokenizer pre-training (γ, M from ``variant``; GAN from
+the preset's start step), then the decoder-only fine-tune (``presets.decoder_finetune``);
+generator training on the tokenizer (the aligned constant lr); evaluation (a guidance search on
+a subset, then the final count; notebook 22).
 """
 
 from __future__ import annotations
 
 import json
 import os
-import re
 import shlex
 import subprocess
 import sys
@@ -27,7 +26,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
-from .config import ConfigError, Preset, TokenizerConfig, TrainConfig
+from .. import checkpoint as ckpt
+from ..config import Preset, TrainConfig
+from ..io import parse_overrides, read_jsonl, repo_root, write_json_atomic
+from ..presets import decoder_finetune, tokenizer_recipe
+from ..training import train_generator, train_tokenizer
 
 #: extra notebook parameters shared by notebooks 20, 21 and 22 (name -> (type, allowed or None)).
 PARAMETERS: dict[str, tuple[type, tuple | None]] = {
@@ -38,7 +41,7 @@ PARAMETERS: dict[str, tuple[type, tuple | None]] = {
     "dataset": (str, None),  # empty: the preset's dataset
     "img_size": (int, None),  # 0: the preset's image size
     "overrides": (str, None),  # group.key=value items separated by spaces, commas or semicolons
-    "variant": (str, None),  # tokenizer variant (artifacts.TOKENIZER_VARIANTS)
+    "variant": (str, None),  # tokenizer variant (presets.TOKENIZER_VARIANTS)
     "finetune": (bool, None),  # 20: run the decoder fine-tune after pre-training
     "family": (str, None),  # 21/22: generator family
     "tokenizer_dir": (str, None),  # 21/22: a tokenizer run; empty: the one notebook 20 made
@@ -47,27 +50,9 @@ PARAMETERS: dict[str, tuple[type, tuple | None]] = {
 }
 
 
-def parse_overrides(text: str) -> dict:
-    """``"tokenizer.gamma=2 data.num_train=512"`` -> ``{"tokenizer.gamma": 2, "data.num_train": 512}``
-    (items separated by spaces, commas or semicolons; values typed like papermill's CLI)."""
-    from .cli import _parse_value
-
-    out = {}
-    for item in re.split(r"[\s,;]+", text.strip()):
-        if not item:
-            continue
-        if "=" not in item:
-            raise ConfigError(f"override {item!r} must look like group.key=value, e.g. tokenizer.gamma=2.0")
-        k, v = item.split("=", 1)
-        out[k.strip()] = _parse_value(v.strip())
-    return out
-
-
 def build_preset(run) -> Preset:
     """The notebook's preset with ``dataset``, ``img_size``, ``batch_size`` and ``overrides`` applied
     (``steps`` is applied per stage, see :func:`scale_steps`)."""
-    from .notebook import repo_root
-
     p, params = run.preset, run.params
     flat: dict = {}
     d = p.data.data_dir
@@ -85,20 +70,20 @@ def build_preset(run) -> Preset:
     return p.override(**flat) if flat else p
 
 
-def scale_steps(cfg: TrainConfig, steps: int) -> TrainConfig:
-    """``cfg`` with ``steps`` (0: unchanged) and its periods scaled alike, except that a shorter run
+def scale_steps(train_cfg: TrainConfig, steps: int) -> TrainConfig:
+    """``train_cfg`` with ``steps`` (0: unchanged) and its periods scaled alike, except that a shorter run
     evaluates at most twice and checkpoints at most four times (plus the end) besides."""
-    if steps <= 0 or steps == cfg.steps:
-        return cfg
-    f = steps / cfg.steps
+    if steps <= 0 or steps == train_cfg.steps:
+        return train_cfg
+    f = steps / train_cfg.steps
 
     def period(v, at_least=1):
         return 0 if v == 0 else max(at_least, round(v * f))
 
-    few = steps < cfg.steps
-    return cfg.replace(steps=steps, log_every=period(cfg.log_every),
-                       eval_every=period(cfg.eval_every, -(-steps // 2) if few else 1),
-                       ckpt_every=period(cfg.ckpt_every, -(-steps // 4) if few else 1))
+    few = steps < train_cfg.steps
+    return train_cfg.replace(steps=steps, log_every=period(train_cfg.log_every),
+                       eval_every=period(train_cfg.eval_every, -(-steps // 2) if few else 1),
+                       ckpt_every=period(train_cfg.ckpt_every, -(-steps // 4) if few else 1))
 
 
 @dataclass(frozen=True)
@@ -111,21 +96,15 @@ class Stage:
 
 
 def tokenizer_stages(preset: Preset, variant: str = "ldetok", steps: int = 0, finetune: bool = True) -> list[Stage]:
-    """Pre-training (``variant``'s γ, M) and the decoder-only fine-tune (DETOK_SPEC §3.1, §3.2)."""
-    from .artifacts import TOKENIZER_VARIANTS
-
-    if variant not in TOKENIZER_VARIANTS:
-        raise ConfigError(f"variant={variant!r} is not known; allowed: {', '.join(TOKENIZER_VARIANTS)}")
-    tok: TokenizerConfig = preset.tokenizer.replace(**{"use_additive_noise": False, **TOKENIZER_VARIANTS[variant]})
+    """Pre-training (``variant``'s γ, M) and the decoder-only fine-tune (``presets.decoder_finetune``)."""
+    tok, _, _ = tokenizer_recipe(preset, variant)
     train = scale_steps(preset.tokenizer_train, steps)
     if train.steps != preset.tokenizer_train.steps and tok.gan_start_step > 0:
         tok = tok.replace(gan_start_step=round(tok.gan_start_step * train.steps / preset.tokenizer_train.steps))
     stages = [Stage("pretrain", preset.replace(tokenizer=tok, tokenizer_train=train))]
     if finetune:
-        ft_tok = tok.replace(decoder_only=True, gamma=0.0, mask_ratio=0.0, gan_start_step=0,
-                             perceptual_weight=0.1 if tok.perceptual_weight > 0 else 0.0)
         # same periods as pre-training (every epoch at full scale), half the steps (100 vs 200 epochs)
-        ft_train = train.replace(steps=max(1, train.steps // 2), blr=5e-5, lr=0.0, warmup_frac=0.05)
+        ft_tok, ft_train = decoder_finetune(tok, train)
         stages.append(Stage("decoder_ft", preset.replace(tokenizer=ft_tok, tokenizer_train=ft_train), "pretrain"))
     return stages
 
@@ -154,8 +133,6 @@ def torchrun_command(nproc: int, cli_args: list[str], torchrun_args: str = "") -
 def stream_subprocess(cmd: list[str], log_path: Path, log: Callable = print, env: dict | None = None) -> None:
     """Run ``cmd``, print its output line by line as it comes and append it to ``log_path``;
     a non-zero exit raises ``RuntimeError`` with the last lines."""
-    from .notebook import repo_root
-
     log_path.parent.mkdir(parents=True, exist_ok=True)
     full_env = {**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})}
     root = str(repo_root())
@@ -196,9 +173,6 @@ def run_stage(kind: str, stage: Stage, out_dir: Path, *, num_gpus: int = 1, devi
     ``kind``: ``tokenizer`` | ``generator``. ``num_gpus > 1``: torchrun subprocess (the preset is
     passed as ``<stage>/preset.json``); else in this process (``tokenizer`` module for generators).
     """
-    from . import checkpoint as ckpt
-    from . import train
-
     run_dir = Path(out_dir) / stage.name
     run_dir.mkdir(parents=True, exist_ok=True)
     p = stage.preset
@@ -223,10 +197,10 @@ def run_stage(kind: str, stage: Stage, out_dir: Path, *, num_gpus: int = 1, devi
         return run_dir
     log(f"{stage.name}: training in this process, batch {tcfg.batch_size}, {tcfg.steps} steps -> {run_dir}")
     if kind == "tokenizer":
-        train.train_tokenizer(p.tokenizer, p.tokenizer_train, p.data, run_dir, device=device, init_from=init_from,
+        train_tokenizer(p.tokenizer, p.tokenizer_train, p.data, run_dir, device=device, init_from=init_from,
                               progress=progress, log=log)
     else:
-        train.train_generator(family, p.generator, p.generator_train, p.data, tokenizer, run_dir, device=device,
+        train_generator(family, p.generator, p.generator_train, p.data, tokenizer, run_dir, device=device,
                               progress=progress, log=log)
     return run_dir
 
@@ -243,8 +217,6 @@ def run_key(preset: Preset, *parts: str) -> str:
 
 def write_pointer(cache_dir: Path, kind: str, key: str, run_dir: Path, **info) -> Path:
     """Remember where notebook 20/21 left its final run (``cache_dir/fullscale/<kind>-<key>.json``)."""
-    from .checkpoint import write_json_atomic
-
     path = Path(cache_dir) / "fullscale" / f"{kind}-{key}.json"
     path.parent.mkdir(parents=True, exist_ok=True)
     write_json_atomic(path, {"dir": str(Path(run_dir).resolve()), **info})
@@ -260,13 +232,10 @@ def read_pointer(cache_dir: Path, kind: str, key: str) -> Path | None:
 
 
 def read_history(run_dir: Path) -> list[dict]:
-    from .viz import read_jsonl
-
-    path = Path(run_dir) / "metrics.jsonl"
-    return read_jsonl(path) if path.is_file() else []
+    return read_jsonl(Path(run_dir) / "metrics.jsonl")
 
 
 __all__ = [
-    "PARAMETERS", "parse_overrides", "build_preset", "scale_steps", "Stage", "tokenizer_stages", "generator_stage",
+    "PARAMETERS", "build_preset", "scale_steps", "Stage", "tokenizer_stages", "generator_stage",
     "torchrun_command", "stream_subprocess", "run_stage", "run_key", "write_pointer", "read_pointer", "read_history",
 ]

@@ -13,7 +13,12 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from .config import PRESET_NAMES, ConfigError, Preset, load_preset
+from ..checkpoint import read_config
+from ..config import ConfigError, Preset
+from ..io import parse_overrides
+from ..presets import PRESET_NAMES, TOKENIZER_VARIANTS, load_preset, tokenizer_recipe
+from ..pretrained import from_pretrained
+from ..training import distributed, train_generator, train_tokenizer
 
 MULTI_GPU_HELP = """\
 multi-GPU and multi-node (torchrun, DDP; batch_size is the GLOBAL batch, split over the processes):
@@ -31,18 +36,6 @@ multi-GPU and multi-node (torchrun, DDP; batch_size is the GLOBAL batch, split o
   Backend: NCCL on GPUs, gloo on the CPU (--device cpu). LDETOK_DIST_TIMEOUT_MIN (default 60)
   sets the collective timeout; LDETOK_DDP_FIND_UNUSED=0 turns off DDP's find_unused_parameters.
 """
-
-
-def _overrides(items: list[str] | None) -> dict:
-    from .cli import _parse_value
-
-    out = {}
-    for item in items or []:
-        if "=" not in item:
-            raise ConfigError(f"--set {item!r} must look like group.key=value, e.g. tokenizer.gamma=2.0")
-        key, value = item.split("=", 1)
-        out[key.strip()] = _parse_value(value.strip())
-    return out
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -72,6 +65,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                        epilog=MULTI_GPU_HELP, formatter_class=argparse.RawDescriptionHelpFormatter)
     g.add_argument("--family", required=True, help="DiT | SiT | LightningDiT | MAR | RandomAR | RasterAR")
     g.add_argument("--tokenizer", required=True, help="a trained tokenizer run directory")
+    parser.set_defaults(func=run)
 
 
 def _preset(args):
@@ -81,7 +75,7 @@ def _preset(args):
         preset = Preset.load_json(args.config)
     else:
         preset = load_preset(args.preset)
-    flat = _overrides(args.overrides)
+    flat = parse_overrides(args.overrides, "--set")
     if args.data_dir:
         if not Path(args.data_dir).is_dir():
             raise ConfigError(f"--data-dir {args.data_dir!r} does not exist")
@@ -92,8 +86,6 @@ def _preset(args):
 
 def run(args) -> int:
     """Train in this process, or as one rank of a torchrun job (RANK/WORLD_SIZE set)."""
-    from . import distributed
-
     info = distributed.init(args.device)
     try:
         return _run(args, info)
@@ -102,8 +94,6 @@ def run(args) -> int:
 
 
 def _run(args, info) -> int:
-    from . import train
-
     preset = _preset(args)
     out = Path(args.out)
     quiet = lambda *a, **k: None  # noqa: E731
@@ -114,28 +104,20 @@ def _run(args, info) -> int:
               f"{(preset.tokenizer_train if args.what == 'tokenizer' else preset.generator_train).batch_size}",
               flush=True)
     if args.what == "tokenizer":
-        from .artifacts import TOKENIZER_VARIANTS
-
         name = args.variant if args.variant is not None else (None if args.config else "ldetok")
         if name is not None and name not in TOKENIZER_VARIANTS:
             raise ConfigError(f"--variant {name!r} is not known; allowed: {', '.join(TOKENIZER_VARIANTS)}")
-        explicit = {k.split(".", 1)[1] for k in _overrides(args.overrides) if k.startswith("tokenizer.")}
-        variant = {k: v for k, v in TOKENIZER_VARIANTS[name].items() if k not in explicit} if name else {}
-        tok_cfg = preset.tokenizer.replace(**variant)
-        init_from = args.init_from
-        if init_from is None and tok_cfg.warm_start == "plain" and (tok_cfg.gamma > 0 or tok_cfg.mask_ratio > 0):
-            # the preset warm-starts corrupted variants from its plain AE: train that first, inside out
-            if info.is_main:
-                print(f"warm start (tokenizer.warm_start=plain): training the plain AE into {out / 'warm_start'}",
-                      flush=True)
-            init_from = train.train_tokenizer(tok_cfg.as_plain(), preset.tokenizer_train, preset.data,
-                                              out / "warm_start", device=device, progress="log",
-                                              **dist_kw).checkpoint
-        result = train.train_tokenizer(tok_cfg, preset.tokenizer_train, preset.data, out, device=device,
-                                       init_from=init_from, progress="log", **dist_kw)
+        if name is None:  # --config: the file's own settings
+            tok_cfg, train_cfg = preset.tokenizer, preset.tokenizer_train
+        else:  # the variant's recipe; explicit --set tokenizer.* values win over it
+            tok_cfg, train_cfg, _ = tokenizer_recipe(preset, name, args.seed)
+            explicit = {k.split(".", 1)[1]: getattr(preset.tokenizer, k.split(".", 1)[1])
+                        for k in parse_overrides(args.overrides, "--set") if k.startswith("tokenizer.")}
+            tok_cfg = tok_cfg.replace(**explicit)
+        # a warm start (tokenizer.warm_start=plain) trains its plain AE into <out>/warm_start first
+        result = train_tokenizer(tok_cfg, train_cfg, preset.data, out, device=device, init_from=args.init_from,
+                                 progress="log", **dist_kw)
     else:
-        from .checkpoint import from_pretrained, read_config
-
         if not Path(args.tokenizer).is_dir():
             raise ConfigError(f"--tokenizer {args.tokenizer!r} is not a directory")
         kind = (read_config(args.tokenizer).get("spec") or {}).get("kind")
@@ -143,8 +125,8 @@ def _run(args, info) -> int:
             raise ConfigError(f"--tokenizer {args.tokenizer!r} holds a {kind or 'unknown'} checkpoint, not a "
                               "tokenizer (pass a tokenizer run directory, e.g. from `ldetok-lite train tokenizer`)")
         tokenizer = from_pretrained(args.tokenizer, which="ema")
-        result = train.train_generator(args.family, preset.generator, preset.generator_train, preset.data,
-                                       tokenizer, out, device=device, progress="log", **dist_kw)
+        result = train_generator(args.family, preset.generator, preset.generator_train, preset.data,
+                                 tokenizer, out, device=device, progress="log", **dist_kw)
     if info.is_main:
         print(f"done: {result.out_dir} (step {result.step}, checkpoint {result.checkpoint})", flush=True)
     return 0

@@ -1,13 +1,13 @@
-"""``ldetok-lite evaluate``: rFID/PSNR/SSIM of a tokenizer and gFID/IS of a generator (DETOK_SPEC §5).
+"""``ldetok-lite evaluate``: rFID/PSNR/SSIM of a tokenizer and gFID/IS of a generator.
 
     ldetok-lite evaluate --tokenizer runs/tok --preset tiny --num-images 1000 --out eval.json
-    ldetok-lite evaluate --generator runs/gen --tokenizer runs/tok --cfg 1.0 2.0 --steps 30
+    ldetok-lite evaluate --generator runs/gen --tokenizer runs/tok --cfg-scale 1.0 2.0 --steps 30
 
 - rFID: reconstruct ``--num-images`` held-out images (posterior mean, no mask, no noise) and
   compare them with the originals; PSNR/SSIM are averaged per image (``ldetok_lite.metrics``).
 - gFID/IS: class-balanced samples (the official 50-per-class order), decoded by the tokenizer,
   against the training distribution's statistics (cached as an ADM-style ``.npz``) or
-  ``--ref-stats FILE``; one run per guidance scale in ``--cfg``. With the offline ``shapes-cnn``
+  ``--ref-stats FILE``; one run per guidance scale in ``--cfg-scale``. With the offline ``shapes-cnn``
   network the class accuracy of the samples is reported as well.
 - Images are converted to uint8 by rounding (``--quantize truncate`` reproduces the official code).
 Results go to ``--out`` as JSON (and are printed).
@@ -16,19 +16,16 @@ Results go to ``--out`` as JSON (and are printed).
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
-import os
-import time
 from pathlib import Path
 
-import torch
-
-from ldetok_lite.config import PRESET_NAMES, DataConfig, load_preset
-
-
-class EvaluateError(ValueError):
-    """A bad option or a missing/unsuitable directory; the message says what to change."""
+from ..checkpoint import CheckpointError, read_config
+from ..config import DataConfig
+from ..device import pick_device
+from ..evaluation import EvaluateError, evaluate_generator, evaluate_tokenizer, get_feature_net
+from ..io import write_json_atomic
+from ..presets import PRESET_NAMES, load_preset
+from ..pretrained import from_pretrained, load_latent_stats
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -39,8 +36,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         "and evaluation when the checkpoint does not record them)")
     parser.add_argument("--num-images", type=int, default=None, help="images per metric (default: preset eval)")
     parser.add_argument("--batch-size", type=int, default=None, help="default: preset eval.batch_size")
-    parser.add_argument("--cfg", type=float, nargs="+", default=None,
-                        help="guidance scale(s), >= 1 (default: preset eval.cfg_list)")
+    parser.add_argument("--cfg-scale", "--cfg", dest="cfg_scales", type=float, nargs="+", default=None,
+                        help="guidance scale(s), >= 1 (default: preset eval.cfg_scales)")
     parser.add_argument("--steps", type=int, default=None,
                         help="sampling steps (0 = the family's default; default: preset generator)")
     parser.add_argument("--temperature", type=float, default=None, help="sampling temperature (default: preset)")
@@ -60,6 +57,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--device", default="auto", help="auto | cpu | cuda | mps")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", default=None, help="write the results to this JSON file")
+    parser.set_defaults(func=run)
 
 
 def _fail(msg: str):
@@ -79,8 +77,8 @@ def _check_options(args) -> None:
         _fail(f"--num-images {args.num_images} must be >= 2 (FID needs a covariance)")
     if args.batch_size is not None and args.batch_size < 1:
         _fail(f"--batch-size {args.batch_size} must be >= 1")
-    if args.cfg is not None and any(c < 1.0 for c in args.cfg):
-        _fail(f"--cfg {args.cfg} is out of range; allowed >= 1 (1 = no guidance)")
+    if args.cfg_scales is not None and any(c < 1.0 for c in args.cfg_scales):
+        _fail(f"--cfg-scale {args.cfg_scales} is out of range; allowed >= 1 (1 = no guidance)")
     if args.steps is not None and args.steps < 0:
         _fail(f"--steps {args.steps} must be >= 0 (0 = the family's default)")
     if args.temperature is not None and not args.temperature > 0:
@@ -90,17 +88,15 @@ def _check_options(args) -> None:
 
 
 def _load(directory: str, kind: str, which: str, device):
-    from ldetok_lite import checkpoint
-
     try:
-        cfg = checkpoint.read_config(directory)
-        spec = cfg.get("spec") or {}
+        run_cfg = read_config(directory)
+        spec = run_cfg.get("spec") or {}
         if spec.get("kind") != kind:
             _fail(f"{directory!r} holds a {spec.get('kind') or 'unknown'} checkpoint, not a {kind}")
-        model = checkpoint.from_pretrained(directory, which=which, device=device)
-    except checkpoint.CheckpointError as e:
+        model = from_pretrained(directory, which=which, device=device)
+    except CheckpointError as e:
         raise EvaluateError(f"cannot load the {kind} from {directory!r}: {e}") from None
-    return model.eval(), cfg
+    return model.eval(), run_cfg
 
 
 def _data_config(args, preset, ckpt_cfg: dict | None) -> DataConfig:
@@ -114,127 +110,17 @@ def _data_config(args, preset, ckpt_cfg: dict | None) -> DataConfig:
 
 
 def _feature_net(args, preset, data: DataConfig):
-    from ldetok_lite import fid
-
     name = args.feature_net or preset.eval.feature_net
     if name == "shapes-cnn" and data.dataset != "shapes":
         _fail(f"--feature-net shapes-cnn only measures the embedded shapes data, not {data.dataset!r}; "
               "use --feature-net inception")
     extractor = args.extractor or ("smoke" if preset.name == "smoke" else "tiny")
-    return fid.get_feature_net(name, img_size=data.img_size, seed=data.seed, cache_dir=args.cache_dir,
+    return get_feature_net(name, img_size=data.img_size, seed=data.seed, cache_dir=args.cache_dir,
                                extractor=extractor, inception_weights=args.inception_weights)
-
-
-def _eval_images(data: DataConfig, split: str, n: int, seed: int):
-    """``n`` images of ``split`` (embedded data: generated to size; others: a seeded subset)."""
-    from torch.utils.data import Subset
-
-    from ldetok_lite.data import make_dataset
-
-    if data.dataset in ("shapes", "photos"):
-        data = data.replace(**({"num_val": n} if split == "val" else {"num_train": max(n, data.num_train)}))
-    ds = make_dataset(data, split)
-    if n > len(ds):
-        _fail(f"--num-images {n} is more than the {len(ds)} images of the {split} split")
-    if n < len(ds) and not hasattr(ds, "images_uint8"):
-        idx = torch.randperm(len(ds), generator=torch.Generator().manual_seed(seed))[:n]
-        return Subset(ds, idx.tolist())
-    return ds if n == len(ds) else _first(ds, n)
-
-
-def _first(ds, n):
-    from torch.utils.data import Subset
-
-    sub = Subset(ds, list(range(n)))
-    if hasattr(ds, "images_uint8"):
-        sub.images_uint8 = ds.images_uint8[:n]
-    return sub
-
-
-def evaluate_tokenizer(tokenizer, data: DataConfig, net, *, num_images: int, batch_size: int, seed: int = 0,
-                       kid: bool = False, prc: bool = False, quantize: str = "round", device="auto") -> dict:
-    """rFID (+KID/PRC) of reconstructions vs the originals, and mean per-image PSNR/SSIM."""
-    from ldetok_lite import fid
-    from ldetok_lite.metrics import psnr, ssim
-
-    if tokenizer.img_size != data.img_size:
-        _fail(f"the tokenizer works at {tokenizer.img_size} px but the data is {data.img_size} px")
-    t0 = time.time()
-    originals = _eval_images(data, "val", num_images, seed)
-    sums = {"psnr": 0.0, "ssim": 0.0, "n": 0}
-
-    def on_batch(x, recon):
-        sums["psnr"] += float(psnr(recon, x, reduction="none").sum())
-        if min(x.shape[-2:]) >= 11:
-            sums["ssim"] += float(ssim(recon, x, reduction="none").sum())
-        sums["n"] += x.shape[0]
-
-    kw = dict(feature_net=net, batch_size=batch_size, device=device, quantize=quantize)
-    ref = fid.extract_features(originals, layers=(net.fid_layer,), **kw)
-    stream = fid.reconstruction_source(tokenizer, originals, on_batch=on_batch)
-    feats = fid.extract_features(stream, layers=(net.fid_layer,), **kw)
-    out = fid.features_to_metrics(feats, net, reference=ref, kid=kid, prc=prc)
-    res = {"rfid": out.pop("fid"), **out,
-           "psnr": sums["psnr"] / max(sums["n"], 1),
-           "ssim": sums["ssim"] / max(sums["n"], 1) if data.img_size >= 11 else None,
-           "num_images": num_images, "seconds": round(time.time() - t0, 2)}
-    return res
-
-
-def reference_stats(data: DataConfig, net, *, cache_dir, num_images: int, batch_size: int, seed: int = 0,
-                    device="auto", log=print) -> Path:
-    """ADM-style statistics of the training split (cached under ``<cache>/fid/``)."""
-    from ldetok_lite import fid
-
-    key = json.dumps({"data": data.to_dict(), "net": net.key, "n": num_images, "seed": seed}, sort_keys=True)
-    digest = hashlib.sha256(key.encode()).hexdigest()[:12]
-    path = Path(cache_dir or fid.default_cache_dir()) / "fid" / f"ref_{data.dataset}{data.img_size}_{digest}.npz"
-    if not path.is_file():
-        log(f"[evaluate] reference statistics of {num_images} training images -> {path}")
-        images = _eval_images(data, "train", num_images, seed)
-        fid.save_fid_stats(path, images, feature_net=net, batch_size=batch_size, device=device)
-    return path
-
-
-def evaluate_generator(generator, tokenizer, data: DataConfig, net, *, num_images: int, batch_size: int,
-                       cfg_list, steps: int | None, temperature: float, ref_stats: str | Path | None = None,
-                       cache_dir=None, seed: int = 0, kid: bool = False, prc: bool = False, quantize: str = "round",
-                       device="auto", log=print) -> list[dict]:
-    """gFID / IS (/ class accuracy, KID, PRC) for each guidance scale in ``cfg_list``."""
-    from ldetok_lite import fid
-
-    if ref_stats is None:
-        n_ref = max(num_images, min(data.num_train, 50_000)) if data.dataset in ("shapes", "photos") else num_images
-        ref_stats = reference_stats(data, net, cache_dir=cache_dir, num_images=n_ref, batch_size=batch_size,
-                                    seed=seed, device=device, log=log)
-    ref = fid.load_fid_stats(ref_stats, net)
-    ref_feats = None
-    if kid or prc:
-        ref_feats = fid.extract_features(_eval_images(data, "train", num_images, seed), feature_net=net,
-                                         layers=(net.fid_layer,), batch_size=batch_size, device=device)
-    rows = []
-    for cfg in cfg_list:
-        t0 = time.time()
-        stream = fid.generator_source(generator, tokenizer, num_images, cfg=cfg, num_steps=steps or None,
-                                      temperature=temperature, seed=seed)
-        feats = fid.extract_features(stream, feature_net=net, batch_size=batch_size, device=device,
-                                     quantize=quantize)
-        out = fid.features_to_metrics(feats, net, reference=ref, isc=True, labels=stream.labels)
-        if ref_feats is not None:
-            extra = fid.features_to_metrics(feats, net, reference=ref_feats, kid=kid, prc=prc)
-            out.update({k: v for k, v in extra.items() if k != "fid"})
-        row = {"cfg": cfg, "steps": steps or None, "temperature": temperature, "gfid": out.pop("fid"), **out,
-               "num_images": num_images, "seconds": round(time.time() - t0, 2)}
-        log(f"[evaluate] cfg {cfg}: gFID {row['gfid']:.3f}  IS {row['is_mean']:.3f}"
-            + (f"  class acc {row['class_accuracy']:.3f}" if "class_accuracy" in row else ""))
-        rows.append(row)
-    return rows
 
 
 def run(args) -> int:
     _check_options(args)
-    from ldetok_lite.device import pick_device
-
     preset = load_preset(args.preset)
     device = pick_device(args.device)
     num_images = args.num_images or preset.eval.num_images
@@ -264,29 +150,23 @@ def run(args) -> int:
         print(f"[evaluate] rFID {res['rfid']:.3f}  PSNR {res['psnr']:.2f} dB"
               + (f"  SSIM {res['ssim']:.4f}" if res["ssim"] is not None else ""))
     if generator is not None:
-        from ldetok_lite.train import load_latent_stats
-
         try:
             tokenizer.set_latent_stats(*load_latent_stats(args.generator))
         except Exception as e:  # older runs: the tokenizer's own statistics
             print(f"[evaluate] note: no latent statistics stored with the generator ({e}); using the tokenizer's")
         g = preset.generator
-        cfg_list = tuple(args.cfg) if args.cfg else tuple(preset.eval.cfg_list)
+        cfg_scales = tuple(args.cfg_scales) if args.cfg_scales else tuple(preset.eval.cfg_scales)
         steps = args.steps if args.steps is not None else g.num_sampling_steps
         temperature = args.temperature if args.temperature is not None else g.temperature
-        print(f"[evaluate] generator {args.generator}: gFID/IS on {num_images} samples, cfg {list(cfg_list)}, "
+        print(f"[evaluate] generator {args.generator}: gFID/IS on {num_images} samples, cfg {list(cfg_scales)}, "
               f"steps {steps or 'default'}")
         rows = evaluate_generator(generator, tokenizer, data, net, num_images=num_images, batch_size=batch_size,
-                                  cfg_list=cfg_list, steps=steps, temperature=temperature, ref_stats=args.ref_stats,
+                                  cfg_scales=cfg_scales, steps=steps, temperature=temperature, ref_stats=args.ref_stats,
                                   cache_dir=args.cache_dir, seed=args.seed, kid=args.kid, prc=args.prc,
                                   quantize=args.quantize, device=device)
         results["generator"] = {"dir": str(args.generator), "tokenizer_dir": str(tok_dir), "results": rows}
     if args.out:
-        out = Path(args.out)
-        out.parent.mkdir(parents=True, exist_ok=True)
-        tmp = out.with_name(f"{out.name}.tmp{os.getpid()}")
-        tmp.write_text(json.dumps(results, indent=2))
-        os.replace(tmp, out)
+        out = write_json_atomic(args.out, results)
         print(f"[evaluate] results -> {out}")
     else:
         print(json.dumps(results, indent=2))

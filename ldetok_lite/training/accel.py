@@ -1,4 +1,4 @@
-"""Speed switches and model-FLOPs accounting (used by ``train.py`` and ``benchmarks/speed.py``).
+"""Speed switches and model-FLOPs accounting (used by the training loop and ``bench speed``).
 
 - :func:`compile_blocks`: *regional* ``torch.compile`` of every transformer block (each child of
   an ``nn.ModuleList``). Compiling the whole model would specialise on the tokenizer's random
@@ -21,6 +21,10 @@ import math
 
 import torch
 import torch.nn as nn
+from torch.utils import flop_counter as fc
+
+from ..corruption import num_kept
+from ..device import enable_tf32
 
 #: dense bf16 tensor-core peak FLOP/s by GPU name fragment (first match wins; from vendor sheets).
 PEAK_FLOPS: tuple[tuple[str, float], ...] = (
@@ -44,8 +48,6 @@ def peak_flops(device: torch.device | str) -> float | None:
 
 def fast_cuda() -> None:
     """TF32 for fp32 matmuls/convolutions and cuDNN autotuning (the official code sets both)."""
-    from .device import enable_tf32
-
     enable_tf32()
     torch.backends.cudnn.benchmark = True
 
@@ -70,8 +72,6 @@ def compile_blocks(model: nn.Module, **compile_kwargs) -> int:
 
 
 def _cpu_attention_formulas() -> dict:
-    from torch.utils import flop_counter as fc
-
     aten = torch.ops.aten
     out = {}
     fwd = getattr(aten, "_scaled_dot_product_flash_attention_for_cpu", None)
@@ -92,9 +92,7 @@ def _cpu_attention_formulas() -> dict:
 def count_flops(fn, *args, **kwargs) -> int:
     """Total FLOPs (multiply-add = 2) of the matmuls, convolutions and attention ``fn`` runs,
     backward included when ``fn`` calls it. Elementwise work is not counted (the MFU convention)."""
-    from torch.utils.flop_counter import FlopCounterMode
-
-    with FlopCounterMode(display=False, custom_mapping=_cpu_attention_formulas()) as counter:
+    with fc.FlopCounterMode(display=False, custom_mapping=_cpu_attention_formulas()) as counter:
         fn(*args, **kwargs)
     return int(counter.get_total_flops())
 
@@ -110,8 +108,6 @@ def _tokenizer_step(model, x: torch.Tensor, m: float) -> None:
 def tokenizer_flops_curve(model, img_size: int, batch: int = 1, device="cpu", max_ratio: float | None = None):
     """``k -> FLOPs per image`` of one training step with ``k`` kept tokens: the quadratic through
     three counted steps (mask ratios 0, M/2, M), exact because only attention is quadratic in k."""
-    from .corruption import num_kept
-
     M = model.mask_ratio if max_ratio is None else max_ratio
     x = torch.rand(batch, 3, img_size, img_size, device=device)
     was = model.training
@@ -146,8 +142,6 @@ def tokenizer_train_flops(model, img_size: int, batch: int = 1, mask_ratio: floa
     ``k(m) = ⌈N(1 − m)⌉`` with ``m = max(0, U(−0.1, M))``; :func:`tokenizer_flops_curve` is
     averaged over ``grid`` evenly spaced values of U.
     """
-    from .corruption import num_kept
-
     M = model.mask_ratio if mask_ratio is None else mask_ratio
     curve = tokenizer_flops_curve(model, img_size, batch, device, M)
     if M <= 0:

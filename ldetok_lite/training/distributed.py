@@ -17,19 +17,23 @@ The same training code runs in one process or in ``N`` processes started by ``to
   are gathered into each checkpoint so that a resumed run continues every rank's stream.
 - **Metrics** logged by rank 0 are means over all ranks (:func:`all_reduce_mean`).
 
-Taught in ``notebooks/20_full_tokenizer.ipynb``; README section "Multi-GPU and multi-node".
+Used by ``notebooks/20_full_tokenizer.ipynb``; README section "Multi-GPU and multi-node".
 """
 
 from __future__ import annotations
 
 import contextlib
 import datetime
+import inspect
 import os
 from dataclasses import dataclass
 
 import torch
 import torch.distributed as dist
 import torch.nn as nn
+from torch.nn.parallel import DistributedDataParallel as DDP
+
+from ..device import pick_device
 
 TIMEOUT_ENV = "LDETOK_DIST_TIMEOUT_MIN"  # collective timeout in minutes (default 60: long rank-0 evals)
 FIND_UNUSED_ENV = "LDETOK_DDP_FIND_UNUSED"  # "0": DDP(find_unused_parameters=False); default on, as official
@@ -86,8 +90,6 @@ def init(device: str | torch.device = "auto") -> DistInfo:
     ``device="auto"``: ``cuda:LOCAL_RANK`` when CUDA is available (backend NCCL), else the CPU
     (backend gloo). ``device="cpu"`` forces gloo on the CPU even on a GPU node.
     """
-    from .device import pick_device
-
     rank, world, local = env_ranks()
     want = str(device) if device is not None else "auto"
     if not launched_by_torchrun():
@@ -147,10 +149,6 @@ def wrap_ddp(model: nn.Module, device: torch.device, find_unused_parameters: boo
     for models that use every parameter in every step). Buffers are not re-broadcast each step
     (the kit's buffers are constants: RoPE tables, latent statistics).
     """
-    import inspect
-
-    from torch.nn.parallel import DistributedDataParallel as DDP
-
     device = torch.device(device)
     if find_unused_parameters is None:
         find_unused_parameters = os.environ.get(FIND_UNUSED_ENV, "1") != "0"

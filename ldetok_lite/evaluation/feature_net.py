@@ -1,10 +1,14 @@
-"""The offline FID feature network for the embedded shapes data (split out of ``fid.py``).
+"""The feature networks behind every FID: the offline shapes network and Inception-v3.
 
-A small CNN (:class:`ShapesCNN`) trained once on the embedded dataset's class labels and cached
-(``<cache>/fid/<key>.safetensors``), registered with torch-fidelity as ``ldetok-shapes-cnn``
-(:class:`ShapesFeatureExtractor`), so rFID / gFID mean something with no download. Every name
-here is re-exported by ``ldetok_lite.fid`` (``fid.get_shapes_extractor`` etc. keep working).
-Taught in notebooks/10_compare_tokenizers; TOY_SCALE_NOTES says why the features pool several depths.
+- ``"shapes-cnn"``: a small CNN (:class:`ShapesCNN`) trained once on the embedded dataset's class
+  labels and cached (``<cache>/fid/<key>.safetensors``), registered with torch-fidelity as
+  ``ldetok-shapes-cnn`` (:class:`ShapesFeatureExtractor`), so rFID / gFID mean something with no
+  download. Its logits also give the class accuracy of generated samples. Its FID features pool
+  several depths: a single late layer is very sensitive to pixel noise and nearly blind to blur.
+- ``"inception"``: torch-fidelity's ``inception-v3-compat`` (the paper's numbers), whose weights
+  are found by ``ldetok_lite.assets`` and checked before torch-fidelity reads them.
+
+:func:`get_feature_net` resolves either into a :class:`FeatureNet`. Taught in notebook 10.
 """
 
 from __future__ import annotations
@@ -14,29 +18,30 @@ import dataclasses
 import hashlib
 import json
 import math
-import os
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 import torch_fidelity
+from safetensors import safe_open
+from safetensors.torch import load_file
 from torch_fidelity import FeatureExtractorBase
 from torch_fidelity.registry import FEATURE_EXTRACTORS_REGISTRY
 
+from ..assets import MissingWeightsError, verified_weights
+from ..assets import cache_dir as default_cache_dir
+from ..data import ShapesDataset
+from ..device import pick_device
+from ..io import save_tensors_atomic
+from .sources import check_count
+
 SHAPES_EXTRACTOR = "ldetok-shapes-cnn"  # the torch-fidelity registry name
-
-
-class MissingWeightsError(FileNotFoundError):
-    """A feature network's weights are not on disk; the message says where we looked and what to do."""
-
-
-def _check_count(n, name: str, lo: int = 1) -> None:
-    if not isinstance(n, int) or isinstance(n, bool) or n < lo:
-        raise ValueError(f"{name}={n!r} must be an int >= {lo}")
+FEATURE_NETS = ("shapes-cnn", "inception")
+INCEPTION_EXTRACTOR = "inception-v3-compat"
 
 
 # ============================================================================================
@@ -52,8 +57,8 @@ class ShapesCNN(nn.Module):
     FID features (``"multi"``, the default): the global average pool of every stage plus the
     penultimate layer, each block scaled by ``block_scale`` (set after training) to the same total
     variance on training images. A single penultimate layer is very sensitive to pixel noise and
-    nearly blind to blur (TOY_SCALE_NOTES); early stages see texture and sharpness, late ones
-    shape and class, so pooling all of them balances the two.
+    nearly blind to blur; early stages see texture and sharpness, late ones shape and class, so
+    pooling all of them balances the two.
     """
 
     def __init__(self, work_size: int = 32, widths: tuple[int, ...] = (8, 16, 32), penultimate: int = 32,
@@ -149,23 +154,11 @@ def extractor_settings(preset: str | ExtractorSettings = "tiny", **overrides) ->
     s = dataclasses.replace(base, **overrides)
     if s.img_size not in (16, 32, 64, 128, 256, 512):
         raise ValueError(f"img_size={s.img_size!r} is not supported; allowed 16, 32, 64, 128, 256, 512")
-    _check_count(s.seed, "seed", lo=0)
+    check_count(s.seed, "seed", lo=0)
     return s
 
 
-def default_cache_dir() -> Path:
-    """``$LDETOK_CACHE`` or ``data/cache`` at the repository root."""
-    env = os.environ.get("LDETOK_CACHE")
-    if env:
-        return Path(env)
-    from ldetok_lite.data import default_data_root
-
-    return default_data_root() / "cache"
-
-
 def _shapes_data(s: ExtractorSettings, split: str, num: int):
-    from ldetok_lite.data import ShapesDataset
-
     # a data seed of its own, so the metric network never saw the exact images it later scores
     return ShapesDataset(num, img_size=s.img_size, seed=10_000 + s.seed, split=split)
 
@@ -228,25 +221,16 @@ def train_shapes_extractor(settings: ExtractorSettings | str = "tiny", log: Call
 
 def save_shapes_extractor(model: ShapesCNN, info: dict, path: str | Path) -> Path:
     """Write weights + info (safetensors metadata) atomically."""
-    from safetensors.torch import save_file
-
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f"{path.name}.tmp{os.getpid()}")
     state = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
-    save_file(state, str(tmp), metadata={"ldetok_shapes_cnn": json.dumps(info)})
-    os.replace(tmp, path)
-    return path
+    return save_tensors_atomic(path, state, metadata={"ldetok_shapes_cnn": json.dumps(info)})
 
 
 def extractor_info(path: str | Path) -> dict:
     """The training info stored with a shapes feature network (settings, accuracy, seconds)."""
-    from safetensors import safe_open
-
     path = Path(path)
     if not path.is_file():
         raise MissingWeightsError(f"shapes feature network {str(path)!r} does not exist; build it with "
-                                  "ldetok_lite.fid.get_shapes_extractor(...)")
+                                  "ldetok_lite.evaluation.get_shapes_extractor(...)")
     with safe_open(str(path), framework="pt") as f:
         meta = f.metadata() or {}
     if "ldetok_shapes_cnn" not in meta:
@@ -259,8 +243,6 @@ _MODEL_CACHE: dict = {}
 
 def load_shapes_extractor(path: str | Path) -> ShapesCNN:
     """The shapes feature network stored at ``path`` (eval mode, CPU)."""
-    from safetensors.torch import load_file
-
     path = Path(path)
     info = extractor_info(path)
     stamp = (str(path.resolve()), path.stat().st_mtime_ns)
@@ -301,7 +283,7 @@ class ShapesFeatureExtractor(FeatureExtractorBase):
         super().__init__(name, features_list)
         if feature_extractor_weights_path is None:
             raise MissingWeightsError("the shapes feature network needs feature_extractor_weights_path=; get it with "
-                                      "ldetok_lite.fid.get_shapes_extractor(img_size, seed, cache_dir)")
+                                      "ldetok_lite.evaluation.get_shapes_extractor(img_size, seed, cache_dir)")
         # a private copy: torch-fidelity may move it to CUDA; the loaded original stays cached on the CPU
         self.net = copy.deepcopy(load_shapes_extractor(feature_extractor_weights_path)).eval()
 
@@ -331,3 +313,86 @@ class ShapesFeatureExtractor(FeatureExtractorBase):
 
 if SHAPES_EXTRACTOR not in FEATURE_EXTRACTORS_REGISTRY:
     torch_fidelity.register_feature_extractor(SHAPES_EXTRACTOR, ShapesFeatureExtractor)
+
+
+# ============================================================================================
+# Resolving a feature network
+# ============================================================================================
+
+@dataclass(frozen=True)
+class FeatureNet:
+    """A resolved feature network: torch-fidelity extractor name, weights file and layers.
+
+    ``key`` identifies network and weights; it is stored in statistics files so that FIDs from
+    different networks are never compared by mistake.
+    """
+
+    name: str
+    extractor: str
+    weights_path: str
+    fid_layer: str
+    isc_layer: str
+    key: str
+
+    @property
+    def has_classifier(self) -> bool:
+        """True when ``isc_layer`` are logits over the dataset's own classes (class accuracy)."""
+        return self.name == "shapes-cnn"
+
+    def tf_kwargs(self) -> dict:
+        return {"feature_extractor": self.extractor, "feature_extractor_weights_path": self.weights_path,
+                "feature_layer_fid": self.fid_layer, "feature_layer_kid": self.fid_layer,
+                "feature_layer_prc": self.fid_layer, "feature_layer_isc": self.isc_layer}
+
+
+def _file_digest(path: Path, limit: int = 1 << 20) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        h.update(f.read(limit))
+    h.update(str(path.stat().st_size).encode())
+    return h.hexdigest()[:12]
+
+
+def get_feature_net(name: str | FeatureNet = "shapes-cnn", *, img_size: int = 32, seed: int = 0,
+                    cache_dir: str | Path | None = None, extractor: ExtractorSettings | str = "tiny",
+                    inception_weights: str | Path | None = None, train: bool = True,
+                    log: Callable | None = print) -> FeatureNet:
+    """Resolve a feature network. ``"shapes-cnn"``: the offline network for ``img_size``/``seed``
+    (trained and cached when missing, settings ``extractor``). ``"inception"``: the paper's
+    Inception-v3 features (2048-d pool, IS on logits), weights found and checked by
+    ``assets.verified_weights("inception", inception_weights)``."""
+    if isinstance(name, FeatureNet):
+        return name
+    if name == "shapes-cnn":
+        path = get_shapes_extractor(img_size, seed, cache_dir, extractor, train=train, log=log)
+        return FeatureNet("shapes-cnn", SHAPES_EXTRACTOR, str(path), "multi", "logits",
+                          f"shapes-cnn:{path.stem}:{_file_digest(path)}")
+    if name == "inception":
+        try:
+            path = verified_weights("inception", inception_weights)
+        except MissingWeightsError as e:
+            raise MissingWeightsError(f"{e} Offline, use feature_net='shapes-cnn' (trained on the embedded data)."
+                                      ) from None
+        return FeatureNet("inception", INCEPTION_EXTRACTOR, str(path), "2048", "logits_unbiased",
+                          f"inception-v3-compat:{_file_digest(path)}")
+    raise ValueError(f"feature_net={name!r} is not known; allowed: {', '.join(FEATURE_NETS)}")
+
+
+def preset_feature_net(preset, cache_dir: str | Path | None = None, log: Callable | None = print) -> FeatureNet:
+    """The feature network a preset measures with (``preset.eval.feature_net``): at ``smoke`` the
+    shapes network's quick settings, else its ``tiny`` settings (notebooks 05-10, the comparison)."""
+    return get_feature_net(preset.eval.feature_net, img_size=preset.data.img_size, seed=0, cache_dir=cache_dir,
+                           extractor="smoke" if preset.name == "smoke" else "tiny", log=log)
+
+
+def net_for(feature_net, input1) -> FeatureNet:
+    if isinstance(feature_net, FeatureNet):
+        return feature_net
+    size = 32
+    if isinstance(input1, torch.Tensor) and input1.dim() == 4:
+        size = int(input1.shape[-1])
+    return get_feature_net(feature_net, img_size=size if size in (16, 32, 64, 128, 256, 512) else 32)
+
+
+def device_kwargs(device) -> dict:
+    return {"cuda": pick_device(device).type == "cuda"}

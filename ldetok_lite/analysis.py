@@ -1,0 +1,140 @@
+"""What denoising training does to a tokenizer, measured: robustness to corrupted latents,
+smoothness of the latent grid, and its principal components. One definition each, used by the
+widgets, notebooks 04 and 10 and the comparison.
+
+- :func:`corrupt_and_decode`: encode, corrupt the visible latents with interpolative (or
+  additive) noise at τ, γ (paper eq. 1) and optional masking, decode.
+- :func:`noise_robustness`: the decoder's PSNR on such latents, per τ, with a fixed ε.
+- :func:`neighbour_correlation`: how alike neighbouring latent tokens are.
+- :func:`latent_pca`: the latent grid on its first three principal components.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+import torch
+
+from .corruption import additive_noise, interpolative_noise, num_kept
+from .metrics import psnr
+
+__all__ = ["corrupt_and_decode", "noise_robustness", "robustness_curves", "neighbour_correlation", "latent_pca"]
+
+
+def _device_of(module) -> torch.device:
+    return next(module.parameters()).device
+
+
+@torch.no_grad()
+def corrupt_and_decode(tokenizer, images: torch.Tensor, tau: float = 0.0, gamma: float = 3.0,
+                       mask_ratio: float = 0.0, noise: torch.Tensor | None = None,
+                       mask_noise: torch.Tensor | None = None, use_additive_noise: bool = False,
+                       rng: torch.Generator | None = None, cache: dict | None = None, key=None) -> torch.Tensor:
+    """Encode (posterior mean, ``mask_ratio`` of the tokens dropped at the encoder input), corrupt
+    the visible latents with τ/γ (interpolative unless ``use_additive_noise``), decode; [0, 1].
+
+    ``noise`` (B, N, C) and ``mask_noise`` (B, N) fix ε and the mask order (drawn from ``rng``
+    when not given). ``cache``/``key``: reuse encodings across calls (the latent explorer).
+    """
+    if not 0.0 <= tau <= 1.0:
+        raise ValueError(f"tau={tau!r} is out of range; allowed [0, 1]")
+    if not 0.0 <= gamma:
+        raise ValueError(f"gamma={gamma!r} is out of range; allowed [0, inf)")
+    if not 0.0 <= mask_ratio < 1.0:
+        raise ValueError(f"mask_ratio={mask_ratio!r} is out of range; allowed [0, 1)")
+    tokenizer.eval()
+    dev = _device_of(tokenizer)
+    x = images.to(dev).float()
+    b, n, c = x.shape[0], tokenizer.seq_len, tokenizer.token_channels
+    if mask_noise is None and mask_ratio > 0:
+        mask_noise = torch.rand(b, n, generator=rng)
+    if noise is None:
+        noise = torch.randn(b, n, c, generator=rng)
+    noise = noise.to(dev)
+    mask_noise = mask_noise.to(dev) if mask_noise is not None else None
+    ck = None if cache is None else (key, round(float(mask_ratio), 6))
+    if ck is not None and ck in cache:
+        z, ids_restore = cache[ck]
+    else:
+        z, ids_restore, _ = tokenizer.encode(x, mask_ratio=float(mask_ratio), mask_noise=mask_noise)
+        if cache is not None:
+            cache[ck] = (z, ids_restore)
+    if ids_restore is not None:  # ε of the visible tokens, in the order the encoder kept them
+        ids_keep = torch.argsort(mask_noise, dim=1, stable=True)[:, :num_kept(n, float(mask_ratio))]
+        noise = torch.gather(noise, 1, ids_keep[..., None].expand(-1, -1, c))
+    if tau > 0:  # (γ = 0 interpolative only shrinks the latent; additive γ = 0 leaves it)
+        z = (additive_noise if use_additive_noise else interpolative_noise)(z, float(tau), float(gamma), noise=noise)
+    return tokenizer.decode(z, ids_restore).clamp(0, 1)
+
+
+@torch.no_grad()
+def noise_robustness(tokenizer, images: torch.Tensor, taus: Iterable[float] = (0.0, 0.25, 0.5, 0.75),
+                     gamma: float = 3.0, mask_ratio: float = 0.0, seed: int = 0, use_additive_noise: bool = False,
+                     batch_size: int = 256) -> list[float]:
+    """Mean per-image PSNR (dB) of decoding corrupted latents against the clean ``images``, for
+    each τ: how well the decoder copes with the imperfect latents a generator produces
+    (notebook 04). Every τ uses the same ε and mask order, drawn from ``seed``."""
+    b, n, c = images.shape[0], tokenizer.seq_len, tokenizer.token_channels
+    out = []
+    for tau in taus:
+        rng = torch.Generator().manual_seed(seed)
+        mask_noise = torch.rand(b, n, generator=rng) if mask_ratio > 0 else None
+        noise = torch.randn(b, n, c, generator=rng)
+        vals = []
+        for i in range(0, b, batch_size):
+            chunk = images[i:i + batch_size]
+            dec = corrupt_and_decode(tokenizer, chunk, float(tau), gamma, mask_ratio, noise=noise[i:i + batch_size],
+                                     mask_noise=None if mask_noise is None else mask_noise[i:i + batch_size],
+                                     use_additive_noise=use_additive_noise)
+            vals.append(psnr(dec, chunk.to(dec.device), reduction="none").cpu())
+        out.append(float(torch.cat(vals).mean()))
+    return out
+
+
+def robustness_curves(tokenizers: dict, images: torch.Tensor, taus=(0.0, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8),
+                      mask_ratios=(0.0, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8), gamma: float = 3.0,
+                      seed: int = 0) -> dict:
+    """{name: {"tau": [(τ, PSNR)...], "mask": [(m, PSNR)...]}} for each tokenizer (notebook 04)."""
+    out = {}
+    for name, tok in tokenizers.items():
+        out[name] = {
+            "tau": list(zip(map(float, taus), noise_robustness(tok, images, taus, gamma=gamma, seed=seed))),
+            "mask": [(float(m), noise_robustness(tok, images, (0.0,), gamma=gamma, mask_ratio=float(m), seed=seed)[0])
+                     for m in mask_ratios],
+        }
+    return out
+
+
+@torch.no_grad()
+def neighbour_correlation(tokenizer, images: torch.Tensor) -> float:
+    """Mean Pearson correlation of each latent channel between horizontally and vertically
+    adjacent tokens (posterior means, each channel standardised over the images): a measure of
+    how smooth, and so how predictable, the latent grid is (notebook 04)."""
+    z = tokenizer.tokenize(images.to(_device_of(tokenizer))).float()  # (B, C, h, w)
+    z = (z - z.mean(dim=(0, 2, 3), keepdim=True)) / z.std(dim=(0, 2, 3), keepdim=True).clamp_min(1e-6)
+    vals = []
+    for a, b in ((z[..., :, :-1], z[..., :, 1:]), (z[..., :-1, :], z[..., 1:, :])):
+        a = a.transpose(0, 1).reshape(z.shape[1], -1)
+        b = b.transpose(0, 1).reshape(z.shape[1], -1)
+        a = a - a.mean(1, keepdim=True)
+        b = b - b.mean(1, keepdim=True)
+        vals.append((a * b).sum(1) / (a.norm(dim=1) * b.norm(dim=1)).clamp_min(1e-12))
+    return float(torch.stack(vals).mean())
+
+
+@torch.no_grad()
+def latent_pca(tokenizer, images: torch.Tensor) -> torch.Tensor:
+    """The latent grid (posterior means) on its first 3 principal components, fitted over all
+    tokens of ``images`` and scaled to [0, 1]: (B, 3, h, w). Smooth, object-shaped colour fields
+    mean neighbouring tokens carry related codes (notebook 04)."""
+    tokenizer.eval()
+    z, _, _ = tokenizer.encode(images.to(_device_of(tokenizer)).float())
+    z = z.float().cpu()  # (B, N, C)
+    flat = z.reshape(-1, z.shape[-1])
+    flat = flat - flat.mean(0)
+    _, _, v = torch.linalg.svd(flat, full_matrices=False)
+    proj = (flat @ v[:3].T).reshape(z.shape[0], z.shape[1], 3)
+    lo, hi = proj.amin((0, 1)), proj.amax((0, 1))
+    proj = (proj - lo) / (hi - lo).clamp_min(1e-8)
+    g = tokenizer.grid_size
+    return proj.transpose(1, 2).reshape(-1, 3, g, g)

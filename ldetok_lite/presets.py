@@ -1,0 +1,331 @@
+"""Every recipe in one place: the named presets, the tokenizer variants, the decoder fine-tune,
+the paper's sweeps and the comparison plans.
+
+Presets (README, "Presets"):
+
+- ``smoke``: the test suite; seconds per notebook on a CPU.
+- ``tiny``: a 2-core laptop with no GPU and no internet; minutes per notebook.
+- ``tiny-long``: tiny's data and models trained longer (about 20 minutes per model on 2 cores):
+  the recipe of the reference models shipped with the kit.
+- ``small``: one GPU, about an hour (ImageNet at 128 px or a subset).
+- ``full``: the paper's ImageNet-256 setting (official README; ``main_reconstruction.py``,
+  ``main_diffusion.py``).
+
+A recipe is a function of a preset: :func:`tokenizer_recipe` (a variant of the paper's
+ablations at a seed), :func:`warm_start_recipe` (the plain AE it continues from, if any),
+:func:`decoder_finetune` (the paper's second tokenizer stage), :func:`compare_plan`.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+from .config import (
+    ConfigError,
+    DataConfig,
+    EvalConfig,
+    GeneratorConfig,
+    Preset,
+    TokenizerConfig,
+    TrainConfig,
+    suggest,
+)
+
+__all__ = [
+    "PRESET_NAMES", "load_preset", "TOKENIZER_VARIANTS", "TOKENIZER_ORDER", "variant_settings", "variant_name",
+    "tokenizer_recipe", "warm_start_recipe", "decoder_finetune", "GENERATOR_FAMILIES", "SWEEPS", "SWEEP_FAMILIES",
+    "ComparePlan", "PLAN_NAMES", "compare_plan",
+]
+
+# ============================================================================================
+# The named presets
+# ============================================================================================
+
+
+def _smoke() -> Preset:
+    return Preset(
+        name="smoke",
+        data=DataConfig(num_train=256, num_val=64),
+        tokenizer=TokenizerConfig(warm_start="plain"),
+        tokenizer_train=TrainConfig(steps=6, batch_size=16, blr=1e-3, warmup_frac=0.1, log_every=2),
+        generator=GeneratorConfig(num_sampling_steps=4),
+        generator_train=TrainConfig(
+            steps=6, batch_size=16, lr=2e-4, lr_schedule="constant", warmup_frac=0.0,
+            weight_decay=0.0, grad_clip=0.0, ema_decay=0.9999, log_every=2,
+        ),
+        eval=EvalConfig(num_images=64, batch_size=32),
+    )
+
+
+def _tiny() -> Preset:
+    return Preset(
+        name="tiny",
+        data=DataConfig(num_train=20000, num_val=1000),
+        # l-DeTok from scratch needs >= 10x this budget; continuing from the plain AE gives
+        # recognisable reconstructions in the same 1000 steps (notebook 10 tells the story).
+        tokenizer=TokenizerConfig(warm_start="plain"),
+        # 32k images per tokenizer. At this compute, 1000 steps of 32 beat 500 of 64 (l-DeTok 25.7
+        # vs 24.5 dB) and lr 2e-3 beats 1e-3 and 4e-3.
+        tokenizer_train=TrainConfig(steps=1000, batch_size=32, blr=1.6e-2, warmup_frac=0.05, ema_decay=0.98,
+                                    log_every=50),
+        generator=GeneratorConfig(),
+        # 3000 steps of 64 gave clearer samples than 1500 of 128 (and as clear as 3000 of 128)
+        generator_train=TrainConfig(
+            steps=3000, batch_size=64, lr=1e-3, lr_schedule="constant", warmup_frac=0.0,
+            weight_decay=0.0, grad_clip=0.0, ema_decay=0.995, log_every=200,
+        ),
+        eval=EvalConfig(num_images=1000, batch_size=200),
+    )
+
+
+def _tiny_long() -> Preset:
+    # the reference models: tiny's data and models, 5x the tokenizer and ~7x the generator steps,
+    # with a cosine decay of the learning rate (about 20 minutes per model on 2 cores)
+    p = _tiny()
+    return p.replace(
+        name="tiny-long",
+        tokenizer_train=p.tokenizer_train.replace(steps=5000, warmup_frac=0.02, ema_decay=0.995, log_every=250,
+                                                  ckpt_every=2500),
+        generator_train=p.generator_train.replace(steps=20000, lr_schedule="cosine", warmup_frac=0.02, ema_decay=0.999,
+                                                  log_every=500, ckpt_every=5000),
+    )
+
+
+def _small() -> Preset:
+    return Preset(
+        name="small",
+        data=DataConfig(dataset="imagefolder", img_size=128, data_dir="data/imagenet", num_workers=8),
+        tokenizer=TokenizerConfig(model="detok_SS", patch_size=8, token_channels=16, perceptual_weight=1.0,
+                                  gan_weight=0.1, gan_start_step=15000),
+        tokenizer_train=TrainConfig(steps=30000, batch_size=128, blr=1e-4, log_every=100, ckpt_every=2000,
+                                    eval_every=5000),
+        generator=GeneratorConfig(size="base", num_sampling_steps=64, cache_latents=False),  # ImageNet: on the fly
+        generator_train=TrainConfig(
+            steps=30000, batch_size=256, lr=2e-4, lr_schedule="constant", warmup_frac=0.0,
+            weight_decay=0.0, grad_clip=0.0, ema_decay=0.9999, log_every=100, ckpt_every=2000,
+        ),
+        eval=EvalConfig(num_images=10000, batch_size=250, feature_net="inception", cfg_scales=(1.0, 2.0, 3.0)),
+    )
+
+
+def _full() -> Preset:
+    # the official README recipe: detok_BB at 256², global batch 1024, 200 epochs (~1251 steps
+    # each), γ = 3, M = 0.7, GAN from epoch 100, warmup 25 %; generators: the aligned schedule,
+    # a constant lr of 2e-4 (utils/train_utils.py, --use_aligned_schedule)
+    steps_per_epoch = 1251
+    return Preset(
+        name="full",
+        data=DataConfig(dataset="imagefolder", img_size=256, data_dir="data/imagenet", num_workers=10),
+        tokenizer=TokenizerConfig(model="detok_BB", patch_size=16, token_channels=16, perceptual_weight=1.0,
+                                  perceptual_net="lpips-convnext", gan_weight=0.1,
+                                  gan_start_step=100 * steps_per_epoch),
+        tokenizer_train=TrainConfig(steps=200 * steps_per_epoch, batch_size=1024, blr=1e-4, ema_decay=0.999,
+                                    log_every=100, ckpt_every=steps_per_epoch, eval_every=10 * steps_per_epoch),
+        generator=GeneratorConfig(size="base", num_sampling_steps=0, cache_latents=False, latent_stats="mean"),
+        generator_train=TrainConfig(
+            steps=100 * steps_per_epoch, batch_size=1024, lr=2e-4, lr_schedule="constant", warmup_frac=0.0,
+            weight_decay=0.0, grad_clip=0.0, ema_decay=0.9999, log_every=100, ckpt_every=steps_per_epoch,
+            eval_every=40 * steps_per_epoch,
+        ),
+        eval=EvalConfig(num_images=50000, batch_size=250, feature_net="inception", cfg_scales=(1.0, 2.0, 3.0, 3.9)),
+    )
+
+
+_PRESETS = {"smoke": _smoke, "tiny": _tiny, "tiny-long": _tiny_long, "small": _small, "full": _full}
+PRESET_NAMES = tuple(_PRESETS)
+
+
+def load_preset(name: str) -> Preset:
+    """The preset called ``name``; an unknown name raises ``ConfigError`` listing the choices."""
+    if not isinstance(name, str) or name not in _PRESETS:
+        raise ConfigError(f"unknown preset {name!r}{suggest(str(name), _PRESETS)}; allowed: {', '.join(PRESET_NAMES)}")
+    return _PRESETS[name]()
+
+
+def _preset(preset: Preset | str) -> Preset:
+    return preset if isinstance(preset, Preset) else load_preset(preset)
+
+
+def _check_seed(seed) -> int:
+    if not isinstance(seed, int) or isinstance(seed, bool) or seed < 0:
+        raise ValueError(f"seed={seed!r} must be an int >= 0")
+    return seed
+
+
+# ============================================================================================
+# Tokenizer variants (the paper's ablations) and their recipes
+# ============================================================================================
+
+#: the named variants: (γ, M, additive noise). Others are written ``g{γ}-m{M}[-add]``.
+TOKENIZER_VARIANTS: dict[str, dict] = {
+    "plain": {"gamma": 0.0, "mask_ratio": 0.0, "use_additive_noise": False},
+    "mask_only": {"gamma": 0.0, "mask_ratio": 0.7, "use_additive_noise": False},
+    "noise_only": {"gamma": 3.0, "mask_ratio": 0.0, "use_additive_noise": False},
+    "ldetok": {"gamma": 3.0, "mask_ratio": 0.7, "use_additive_noise": False},
+    "additive": {"gamma": 3.0, "mask_ratio": 0.7, "use_additive_noise": True},
+}
+TOKENIZER_ORDER = tuple(TOKENIZER_VARIANTS)
+_CUSTOM = re.compile(r"^g([0-9.]+)-m([0-9.]+)(-add)?$")
+
+
+def variant_name(gamma: float, mask_ratio: float, use_additive_noise: bool = False) -> str:
+    """The name of a variant with these settings: a named one keeps its name (``(3, 0.7, False)``
+    → ``"ldetok"``), others are ``g{γ}-m{M}`` (+ ``-add``)."""
+    gamma, mask_ratio = float(gamma), float(mask_ratio)
+    if not gamma >= 0:
+        raise ValueError(f"gamma={gamma} is out of range; allowed >= 0")
+    if not 0.0 <= mask_ratio < 1.0:
+        raise ValueError(f"mask_ratio={mask_ratio} is out of range; allowed [0, 1)")
+    for name, v in TOKENIZER_VARIANTS.items():
+        if (v["gamma"], v["mask_ratio"], v["use_additive_noise"]) == (gamma, mask_ratio, bool(use_additive_noise)):
+            return name
+    return f"g{gamma:g}-m{mask_ratio:g}" + ("-add" if use_additive_noise else "")
+
+
+def variant_settings(name: str) -> dict:
+    """``{"gamma", "mask_ratio", "use_additive_noise"}`` of a named or ``g{γ}-m{M}[-add]`` variant."""
+    if name in TOKENIZER_VARIANTS:
+        return dict(TOKENIZER_VARIANTS[name])
+    m = _CUSTOM.match(str(name))
+    if m is None:
+        raise ValueError(f"tokenizer variant {name!r} is not known{suggest(str(name), TOKENIZER_VARIANTS)}; allowed: "
+                         f"{', '.join(TOKENIZER_VARIANTS)} or 'g<gamma>-m<mask_ratio>[-add]' (e.g. 'g2-m0.7')")
+    gamma, mask = float(m.group(1)), float(m.group(2))
+    variant_name(gamma, mask)  # range checks
+    return {"gamma": gamma, "mask_ratio": mask, "use_additive_noise": bool(m.group(3))}
+
+
+def warm_start_recipe(tok: TokenizerConfig, train: TrainConfig) -> tuple[TokenizerConfig, TrainConfig] | None:
+    """The plain AE that ``tok`` continues from (its config and training), or None when it starts
+    from scratch. With ``warm_start="plain"`` and no own steps or seed, a plain tokenizer would
+    continue from itself: it starts from scratch (it *is* the preset's plain AE); with a shared
+    base (``warm_start_steps`` or ``warm_start_seed`` set) every variant continues from it."""
+    if tok.warm_start != "plain":
+        return None
+    if tok.is_plain and tok.warm_start_steps == 0 and tok.warm_start_seed < 0:
+        return None
+    base_train = train.replace(steps=tok.warm_start_steps or train.steps,
+                               seed=train.seed if tok.warm_start_seed < 0 else tok.warm_start_seed)
+    return tok.as_plain(), base_train
+
+
+def tokenizer_recipe(preset: Preset | str, variant: str, seed: int = 0
+                     ) -> tuple[TokenizerConfig, TrainConfig, DataConfig]:
+    """(tokenizer, training, data) configs of ``variant`` at ``preset`` with ``seed``. A variant
+    that is its own warm start (the preset's plain AE) gets ``warm_start="none"``."""
+    p = _preset(preset)
+    tok = p.tokenizer.replace(**variant_settings(variant))
+    train = p.tokenizer_train.replace(seed=_check_seed(seed))
+    if tok.warm_start == "plain" and warm_start_recipe(tok, train) is None:
+        tok = tok.replace(warm_start="none", warm_start_steps=0, warm_start_seed=-1)
+    return tok, train, p.data
+
+
+def decoder_finetune(tok: TokenizerConfig, train: TrainConfig, steps: int | None = None
+                     ) -> tuple[TokenizerConfig, TrainConfig]:
+    """The paper's second tokenizer stage (official README, ``--train_decoder_only``;
+    ``DeTok.freeze_everything_but_decoder``): the decoder alone, clean latents (γ = 0, M = 0), half
+    the learning rate, 5 % warm-up, a tenth of the perceptual weight, the GAN from the first step,
+    and ``steps`` steps (default: half of ``train``'s, as the paper's 100 of 200 epochs)."""
+    if steps is not None and (not isinstance(steps, int) or isinstance(steps, bool) or steps < 1):
+        raise ValueError(f"decoder fine-tune steps={steps!r} must be an int >= 1")
+    ft_tok = tok.replace(decoder_only=True, gamma=0.0, mask_ratio=0.0, use_additive_noise=False, warm_start="none",
+                         warm_start_steps=0, warm_start_seed=-1, perceptual_weight=tok.perceptual_weight * 0.1,
+                         gan_start_step=0)
+    ft_train = train.replace(steps=steps or max(1, train.steps // 2), blr=train.blr / 2, lr=train.lr / 2,
+                             warmup_frac=0.05)
+    return ft_tok, ft_train
+
+
+# ============================================================================================
+# Generators, the paper's sweeps and the comparison plans
+# ============================================================================================
+
+GENERATOR_FAMILIES = ("DiT", "SiT", "LightningDiT", "MAR", "RandomAR", "RasterAR")
+
+#: the paper's sweeps (ablation tables): swept value -> (γ, M, additive noise)
+SWEEPS = {
+    "gamma": [(g, (float(g), 0.7, False)) for g in (0, 1, 2, 3, 4)],
+    "mask_ratio": [(m, (3.0, m, False)) for m in (0.0, 0.5, 0.7, 0.9)],
+    "noise_type": [("interpolative", (3.0, 0.7, False)), ("additive", (3.0, 0.7, True))],
+}
+SWEEP_FAMILIES = ("MAR", "SiT")
+
+
+@dataclass(frozen=True)
+class ComparePlan:
+    """What the comparison trains (``preset``) and how it measures.
+
+    ``decoder_finetune_steps``: the decoder-only second stage of every tokenizer (0: none).
+    ``num_images``: images per rFID / gFID (0: the preset's ``eval.num_images``). ``extractor``:
+    the offline feature network's training settings (smoke | tiny).
+    """
+
+    name: str
+    preset: Preset
+    num_images: int = 0
+    extractor: str = "tiny"
+    notes: str = ""
+    decoder_finetune_steps: int = 0
+
+    @property
+    def eval_images(self) -> int:
+        return self.num_images or self.preset.eval.num_images
+
+    def to_dict(self) -> dict:
+        return {"name": self.name, "preset": self.preset.to_dict(),
+                "decoder_finetune_steps": self.decoder_finetune_steps, "num_images": self.eval_images,
+                "extractor": self.extractor, "notes": self.notes}
+
+
+def _compare_long() -> ComparePlan:
+    # tiny's data, models and recipes; longer, all variants warm-started from one shared plain AE
+    # (2000 steps, seed 0, ~32 dB), then 2000 steps each with its own γ/M, then a 1000-step
+    # decoder-only fine-tune (matched rFID); generators 3000 steps; 1000 images per FID
+    p = load_preset("tiny").override(**{
+        "tokenizer.warm_start": "plain", "tokenizer.warm_start_steps": 2000, "tokenizer.warm_start_seed": 0,
+        "tokenizer_train.steps": 2000, "tokenizer_train.warmup_frac": 0.02, "tokenizer_train.blr": 2e-3,
+        "generator_train.steps": 3000, "eval.num_images": 1000,
+    })
+    return ComparePlan("compare", p.replace(name="compare"), extractor="tiny", decoder_finetune_steps=1000,
+                       notes="tiny models; shared plain-AE warm start (2000 steps) + 2000 steps per variant "
+                             "+ 1000 decoder-only; generators 3000 steps; shapes-cnn FID on 1000 images")
+
+
+PLAN_NAMES = PRESET_NAMES + ("compare",)
+
+
+def compare_plan(name: str = "tiny", *, num_images: int | None = None, overrides: dict | None = None,
+                 decoder_finetune_steps: int | None = None, warm_start_steps: int | None = None) -> ComparePlan:
+    """The plan called ``name`` (a preset, or ``compare``: the longer warm-started CPU comparison)
+    with optional changes: ``num_images``, ``decoder_finetune_steps`` (default: half the
+    tokenizer's steps, the paper's 100 of 200 epochs; 0 = none), ``warm_start_steps`` (a plain AE
+    every variant continues from, shared by the seeds; 0 = the preset's own warm start) and
+    dotted preset ``overrides`` (``{"generator_train.steps": 500}``)."""
+    if name == "compare":
+        plan = _compare_long()
+    elif name in PRESET_NAMES:
+        p = load_preset(name)
+        plan = ComparePlan(name, p, extractor="smoke" if name == "smoke" else "tiny",
+                           decoder_finetune_steps=max(1, p.tokenizer_train.steps // 2))
+    else:
+        raise ValueError(f"plan {name!r} is not known{suggest(str(name), PLAN_NAMES)}; "
+                         f"allowed: {', '.join(PLAN_NAMES)}")
+    preset = plan.preset
+    if warm_start_steps is not None:
+        if not isinstance(warm_start_steps, int) or warm_start_steps < 0:
+            raise ValueError(f"warm_start_steps={warm_start_steps!r} is out of range; allowed an int >= 0")
+        shared = {"tokenizer.warm_start_steps": warm_start_steps, "tokenizer.warm_start_seed": 0,
+                  "tokenizer.warm_start": "plain"} if warm_start_steps else {
+                  "tokenizer.warm_start_steps": 0, "tokenizer.warm_start_seed": -1}
+        preset = preset.override(**shared)
+    if overrides:
+        preset = preset.override(**overrides)
+    n = plan.num_images if num_images is None else int(num_images)
+    if n and n < 2:
+        raise ValueError(f"num_images={n} must be >= 2 (FID needs a covariance)")
+    ft = plan.decoder_finetune_steps if decoder_finetune_steps is None else int(decoder_finetune_steps)
+    if ft < 0:
+        raise ValueError(f"decoder_finetune_steps={ft} is out of range; allowed >= 0")
+    return ComparePlan(plan.name, preset, n, plan.extractor, plan.notes, ft)
