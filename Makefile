@@ -1,6 +1,6 @@
 # ldetok_lite: two commands on a fresh machine
 #   make demo   installs into .venv, then runs the notebook series headless at the tiny preset
-#   make test   installs the test extras, then runs the whole test suite (unit, notebooks, browser)
+#   make test   installs the test extras, lints (ruff, notebook tidiness), runs the whole test suite
 #   make lab    opens JupyterLab on the notebooks
 
 PYTHON ?= python3
@@ -10,7 +10,7 @@ PRESET ?= tiny
 OUT    ?= runs/demo
 PYTEST_ARGS ?=
 
-.PHONY: install install-test demo test lab browser-deps bench clean help
+.PHONY: install install-test demo test lint lab browser-deps bench clean help
 
 help:
 	@echo "make demo | make test | make lab | make bench | make clean"
@@ -43,7 +43,11 @@ browser-deps:
 demo: install
 	$(BIN)/ldetok-lite run --preset $(PRESET) --out $(OUT)
 
-test: install-test browser-deps
+lint: install-test
+	$(BIN)/ruff check ldetok_lite tests notebooks scripts
+	$(BIN)/python scripts/tidy_notebooks.py --check
+
+test: install-test browser-deps lint
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 bench: install
