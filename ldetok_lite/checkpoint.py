@@ -24,6 +24,7 @@ import os
 import shutil
 import time
 import warnings
+from collections.abc import Mapping
 from pathlib import Path
 
 import torch
@@ -32,6 +33,7 @@ import torch.nn as nn
 from . import _compat
 from .io import (
     FileContentError,
+    UnsafeFileError,
     atomic_write,
     fsync_dir,
     safe_torch_load,
@@ -255,6 +257,74 @@ def load_tensors(path: str | os.PathLike, device: str | torch.device = "cpu") ->
         return _load_tensor_file(path, device)
     except (FileContentError, FileNotFoundError) as e:
         raise CheckpointError(str(e)) from None
+
+
+# ----------------------------------------------------------------------------------------------
+# files written by the official code (``utils/misc.py``, ``save_checkpoint``)
+# ----------------------------------------------------------------------------------------------
+
+
+def read_official_state_dict(path, which: str = "model_ema", check=None, hint: str = "",
+                             what: str = "a checkpoint written by the official code") -> tuple[dict, str]:
+    """The state dict under ``which`` (``model`` or ``model_ema``) of an official ``.pth``, and a name
+    for the source in messages.
+
+    ``path`` may also be a bare state dict or an already-loaded dict. The file is read with
+    ``torch.load(weights_only=True)``: one that carries code is refused, never run. As the
+    official ``--load_from``, a file without ``model_ema`` gives its ``model`` weights (with a
+    warning) and ``loss.*`` entries are skipped. ``check(sd)``
+    returns an error text when the weights are not the expected model (None when they are);
+    ``hint`` says where such files come from; ``what`` names the expected file in messages.
+    """
+    if isinstance(path, Mapping):
+        ckpt, where = path, "the given dict"
+    else:
+        p = Path(path)
+        if not p.is_file():
+            raise FileNotFoundError(f"no checkpoint at {str(p)!r}" + (f"; {hint}" if hint else ""))
+        where = str(p)
+        try:
+            ckpt = safe_torch_load(p)
+        except UnsafeFileError:
+            raise
+        except FileContentError as e:
+            raise FileContentError(f"{e}; is it {what}?") from None
+    if not isinstance(ckpt, Mapping):
+        raise ValueError(f"{where} holds a {type(ckpt).__name__}, not a checkpoint dict with 'model'/'model_ema'")
+    if ckpt and all(isinstance(v, torch.Tensor) for v in ckpt.values()):
+        sd = ckpt  # a bare state dict
+    elif which in ckpt and ckpt[which] is not None:
+        sd = ckpt[which]
+    elif which == "model_ema" and isinstance(ckpt.get("model"), Mapping):
+        # as the official --load_from: a file without EMA weights gives its model weights
+        warnings.warn(f"{where} has no 'model_ema'; using its 'model' weights", stacklevel=3)
+        sd = ckpt["model"]
+    else:
+        raise ValueError(f"{where} has no entry {which!r}; it has: {', '.join(map(str, list(ckpt)[:10]))} "
+                         "(use which='model' or which='model_ema')")
+    if not isinstance(sd, Mapping) or not sd or not all(isinstance(v, torch.Tensor) for v in sd.values()):
+        raise ValueError(f"{where}[{which!r}] is not a state dict of tensors")
+    sd = {k: v for k, v in sd.items() if not k.startswith("loss.")}  # loss modules, skipped as the official loader does
+    problem = check(sd) if check is not None else None
+    if problem:
+        raise ValueError(f"{where} {problem}")
+    return dict(sd), where
+
+
+def state_dict_mismatch(model: nn.Module, sd: Mapping) -> str:
+    """'' when ``sd`` has exactly ``model``'s keys and shapes; otherwise what is missing, extra or
+    of another shape (five of each at most)."""
+    expected = {k: tuple(v.shape) for k, v in model.state_dict().items()}
+    missing = [k for k in expected if k not in sd]
+    unexpected = [k for k in sd if k not in expected]
+    wrong = [f"{k}: file {tuple(sd[k].shape)} vs model {expected[k]}" for k in expected
+             if k in sd and tuple(sd[k].shape) != expected[k]]
+    lines = []
+    for label, items in (("missing", missing), ("unexpected", unexpected), ("shape mismatch", wrong)):
+        if items:
+            more = f" (+{len(items) - 5} more)" if len(items) > 5 else ""
+            lines.append(f"{label} ({len(items)}): {', '.join(items[:5])}{more}")
+    return "; ".join(lines)
 
 
 def __getattr__(name: str):  # names that moved to another module in this release (ldetok_lite._compat)

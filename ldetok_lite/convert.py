@@ -13,12 +13,8 @@ from __future__ import annotations
 import math
 import re
 from collections.abc import Mapping
-from pathlib import Path
 
-import torch
-from torch import nn
-
-from .io import FileContentError, UnsafeFileError, safe_torch_load
+from .checkpoint import read_official_state_dict, state_dict_mismatch
 from .tokenizer import SIZES, TOKENIZERS, DeTok, create_tokenizer
 
 __all__ = ["load_official_checkpoint", "infer_official_config"]
@@ -45,20 +41,6 @@ def infer_official_config(state_dict: Mapping) -> dict:
     return out
 
 
-def _shape_report(model: nn.Module, sd: Mapping) -> str:
-    expected = {k: tuple(v.shape) for k, v in model.state_dict().items()}
-    missing = [k for k in expected if k not in sd]
-    unexpected = [k for k in sd if k not in expected]
-    wrong = [f"{k}: file {tuple(sd[k].shape)} vs model {expected[k]}" for k in expected
-             if k in sd and tuple(sd[k].shape) != expected[k]]
-    lines = []
-    for label, items in (("missing", missing), ("unexpected", unexpected), ("shape mismatch", wrong)):
-        if items:
-            more = f" (+{len(items) - 5} more)" if len(items) > 5 else ""
-            lines.append(f"{label} ({len(items)}): {', '.join(items[:5])}{more}")
-    return "; ".join(lines)
-
-
 def load_official_checkpoint(path, name: str = "detok_BB", which: str = "model_ema", **overrides) -> DeTok:
     """Load an official l-DeTok release ``.pth`` (a dict with ``model`` / ``model_ema``).
 
@@ -68,34 +50,15 @@ def load_official_checkpoint(path, name: str = "detok_BB", which: str = "model_e
     tokenizer in eval mode. Latent statistics are not in the checkpoint: call
     ``set_latent_stats`` (the release's ``stats.pkl``, first ``token_channels`` entries).
     """
-    if isinstance(path, Mapping):
-        ckpt, where = path, "the given dict"
-    else:
-        p = Path(path)
-        if not p.is_file():
-            raise FileNotFoundError(f"no checkpoint at {str(p)!r}; the official l-DeTok weights are linked from the "
-                                    "README of github.com/Jiawei-Yang/DeTok (Hugging Face); download them first")
-        where = str(p)
-        try:  # torch.load(weights_only=True); a pickled Python object is refused, never run
-            ckpt = safe_torch_load(p)
-        except UnsafeFileError:
-            raise
-        except FileContentError as e:
-            raise FileContentError(f"{e}; is it an official l-DeTok .pth file?") from None
-    if not isinstance(ckpt, Mapping):
-        raise ValueError(f"{where} holds a {type(ckpt).__name__}, not a checkpoint dict with 'model'/'model_ema'")
-    if any(isinstance(k, str) and k.startswith(("encoder.", "decoder.")) for k in ckpt):
-        sd = ckpt  # a bare state dict
-    elif which in ckpt:
-        sd = ckpt[which]
-    else:
-        raise ValueError(f"{where} has no entry {which!r}; it has: {', '.join(map(str, list(ckpt)[:10]))} "
-                         "(use which='model' or which='model_ema')")
-    if not isinstance(sd, Mapping) or not all(isinstance(v, torch.Tensor) for v in sd.values()):
-        raise ValueError(f"{where}[{which!r}] is not a state dict of tensors")
-    if "encoder.ln_pre.weight" not in sd or "decoder.ln_pre.weight" not in sd:
-        raise ValueError(f"{where} does not look like DeTok weights (no encoder./decoder. keys); "
-                         f"first keys: {', '.join(list(sd)[:5])}")
+    def looks_like(sd: Mapping) -> str | None:
+        if "encoder.ln_pre.weight" in sd and "decoder.ln_pre.weight" in sd:
+            return None
+        return f"does not look like DeTok weights (no encoder./decoder. keys); first keys: {', '.join(list(sd)[:5])}"
+
+    sd, where = read_official_state_dict(path, which, check=looks_like,
+                                         hint="the official l-DeTok weights are linked from the README of "
+                                              "github.com/Jiawei-Yang/DeTok (Hugging Face); download them first",
+                                         what="an official l-DeTok .pth file")
     guess = infer_official_config(sd)
     if name == "auto":
         if "name" not in guess:
@@ -104,7 +67,7 @@ def load_official_checkpoint(path, name: str = "detok_BB", which: str = "model_e
         for key in ("img_size", "patch_size", "token_channels"):
             overrides.setdefault(key, guess[key])
     model = create_tokenizer(name, **overrides)
-    report = _shape_report(model, sd)
+    report = state_dict_mismatch(model, sd)
     if report:
         hint = ", ".join(f"{k}={v!r}" for k, v in guess.items())
         raise ValueError(f"{where} does not match {name} ({report}). The file looks like: {hint}")

@@ -214,9 +214,10 @@ def test_bad_inputs_and_constructor_arguments():
 def test_registry_sizes_and_spec():
     from ldetok_lite.generators import GENERATORS
 
-    for size in ("tiny", "base", "large"):
+    for size in ("tiny", "base", "large", "huge"):  # the official MAR_SIZE_DICT and SIZE_DICT sizes
         for fam in ("MAR", "RandomAR", "RasterAR"):
             assert f"{fam}_{size}" in GENERATORS
+    assert "RandomAR_xl" in GENERATORS and "MAR_xl" not in GENERATORS
     m = create_generator("MAR_tiny", **SMALL)
     assert m.spec["name"] == "MAR_tiny" and m.spec["kwargs"]["hidden_size"] == 32
     assert m.latent_shape == (8, 4, 4) and m.default_num_steps == 4
@@ -228,13 +229,13 @@ def test_no_cuda_calls_in_sources():
         assert ".cuda(" not in (src / name).read_text()
 
 
-@pytest.mark.parametrize("size", ["tiny", "base", "large"])
+@pytest.mark.parametrize("size", ["tiny", "base", "large", "huge"])
 def test_mlp_dropout_is_zero_at_every_size(size):
     """The official README runs pass --no_dropout_in_mlp: no dropout inside the MLPs, while the
     attention and its projection keep the size's dropout (0.1 at base/large)."""
     with torch.device("meta"):
         m = create_generator(f"MAR_{size}")
-    want = {"tiny": 0.0, "base": 0.1, "large": 0.1}[size]
+    want = {"tiny": 0.0, "base": 0.1, "large": 0.1, "huge": 0.1}[size]
     blocks = list(m.encoder_blocks) + list(m.decoder_blocks)
     assert len(blocks) == 2 * m.depth
     for blk in blocks:

@@ -8,7 +8,8 @@
 Families, one file each: DiT (Gaussian diffusion, ``dit.py``), SiT and LightningDiT (flow
 matching, ``sit.py``, ``lightningdit.py``), MAR (``mar.py``) and the raster/random-order AR models
 (``ar.py``), the last two with the per-token diffusion head of ``diffloss.py``. Each registers
-its sizes in ``GENERATORS`` when imported.
+its sizes in ``GENERATORS`` when imported. Weights written by the official code load with
+:func:`load_official_checkpoint` (``official.py``).
 """
 
 from __future__ import annotations
@@ -21,8 +22,10 @@ import torch
 
 from . import ar, dit, lightningdit, mar, sit  # noqa: F401  (each registers its sizes)
 from .base import GENERATORS, Generator, register, resolve_name
+from .official import load_official_checkpoint, ours_to_official
 
-__all__ = ["GENERATORS", "Generator", "register", "create_generator", "list_generators", "decode_latents"]
+__all__ = ["GENERATORS", "Generator", "register", "create_generator", "list_generators", "decode_latents",
+           "load_official_checkpoint", "ours_to_official"]
 
 
 def create_generator(name: str, **overrides) -> Generator:

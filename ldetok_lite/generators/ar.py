@@ -227,6 +227,8 @@ AR_SIZES = {
                  batch_mul=1),
     "base": dict(hidden_size=768, depth=12, num_heads=12, head_width=1024, head_depth=3, head_steps=100),
     "large": dict(hidden_size=1024, depth=24, num_heads=16, head_width=1024, head_depth=3, head_steps=100),
+    "xl": dict(hidden_size=1152, depth=28, num_heads=16, head_width=1024, head_depth=3, head_steps=100),
+    "huge": dict(hidden_size=1280, depth=32, num_heads=16, head_width=1024, head_depth=3, head_steps=100),
 }
 
 for _size in AR_SIZES:

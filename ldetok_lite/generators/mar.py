@@ -338,9 +338,9 @@ class MAR(Generator):
 # ---------------------------------------------------------------------------------------------
 
 # MAR_SIZE_DICT of the paper code (width, depth per encoder/decoder, heads); head d6 w1024 (base)
-# and d8 w1280 (large) are the README's final runs ``tiny`` is ours for the CPU (8×8×8 latents;
-# head batch ×1 instead of ×4: 54 ms per step at batch 64 on 2 cores against 73 ms at ×2, so that
-# 3000 steps fit in 3 minutes).
+# and d8 w1280 (large) are the README's final runs; huge takes the MAR paper's d12 w1536 head.
+# ``tiny`` is ours for the CPU (8×8×8 latents; head batch ×1 instead of ×4: 54 ms per step at
+# batch 64 on 2 cores against 73 ms at ×2, so that 3000 steps fit in 3 minutes).
 MAR_SIZES = {
     "tiny": dict(hidden_size=64, depth=2, num_heads=4, buffer_size=4, dropout=0.0, head_width=48,
                  head_depth=2, head_steps=25, num_iter=16, clip_x0=5.0, batch_mul=1),
@@ -348,6 +348,8 @@ MAR_SIZES = {
                  head_depth=6, head_steps=100, num_iter=64),
     "large": dict(hidden_size=1024, depth=16, num_heads=16, buffer_size=64, dropout=0.1, head_width=1280,
                   head_depth=8, head_steps=100, num_iter=64),
+    "huge": dict(hidden_size=1280, depth=20, num_heads=16, buffer_size=64, dropout=0.1, head_width=1536,
+                 head_depth=12, head_steps=100, num_iter=64),
 }
 TINY_DEFAULTS = dict(in_channels=8, input_size=8, num_classes=10)
 PAPER_DEFAULTS = dict(in_channels=16, input_size=16, num_classes=1000)
