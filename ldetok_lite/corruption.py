@@ -58,6 +58,12 @@ def _check_gamma(gamma) -> float:
     return float(gamma)
 
 
+def _float32_at_least(z: torch.Tensor) -> torch.Tensor:
+    """``z`` in float32 when it is bf16/fp16: τ, ε and the mix are float32 under autocast, as in
+    the official code (``torch.rand``/``torch.randn`` default to float32 and promote the latent)."""
+    return z.to(torch.promote_types(z.dtype, torch.float32))
+
+
 def _tau_for(z: torch.Tensor, tau) -> torch.Tensor | float:
     """Validate τ and shape a per-sample τ ``[B]`` to broadcast over the other dims of ``z``."""
     if _is_number(tau):
@@ -107,11 +113,13 @@ def interpolative_noise(z, tau, gamma, noise=None, rng=None) -> torch.Tensor:
 
     ``tau``: a float in [0, 1] or a per-sample tensor of shape ``[B]`` broadcast over the other
     dims of ``z``. ``noise`` is ε (before γ); drawn from ``rng`` when not given. At τ = 1
-    the result is pure noise γ·ε whatever ``z`` is: the signal is truly destroyed.
+    the result is pure noise γ·ε whatever ``z`` is: the signal is truly destroyed. A bf16/fp16 ``z``
+    (autocast) gives a float32 result: τ, ε and the mix are computed in float32.
     """
     if not isinstance(z, torch.Tensor):
         raise TypeError(f"z must be a tensor, got {type(z).__name__}")
     gamma = _check_gamma(gamma)
+    z = _float32_at_least(z)
     tau = _tau_for(z, tau)
     eps = _noise_for(z, noise, rng)
     return (1.0 - tau) * z + tau * gamma * eps
@@ -124,6 +132,7 @@ def additive_noise(z, tau, gamma, noise=None, rng=None) -> torch.Tensor:
     if not isinstance(z, torch.Tensor):
         raise TypeError(f"z must be a tensor, got {type(z).__name__}")
     gamma = _check_gamma(gamma)
+    z = _float32_at_least(z)
     tau = _tau_for(z, tau)
     eps = _noise_for(z, noise, rng)
     return z + tau * gamma * eps

@@ -70,19 +70,19 @@ class SwiGLU(nn.Module):
 #
 # For head_dim D: D/4 frequencies log-spaced from 7 down to 7e-4, repeated to D/2 values in the
 # *half-split* layout [f, f]. Rows use the first D/2 dims, columns the last D/2. Positions are
-# normalised to [0, 1] by G - 1. The table is cat(cos, sin). It is then applied with the
+# normalised to [0, 1] (``linspace``). The table is cat(cos, sin). It is then applied with the
 # *interleaved* rotate_half (pairs (0,1), (2,3), ...), so the two elements of a pair get different
 # angles: not a true rotation (norms are not preserved). Official weights were trained with
-# exactly this, so we reproduce it bit for bit.
+# exactly this, so we reproduce it bit for bit: the same float32 operations in the same order
+# (exponents and positions from ``linspace``, the frequencies times 2π before the positions).
 
 
 def rope_frequencies(head_dim: int) -> torch.Tensor:
     """``f_k = 7 · (7 / 7e-4)^(-k / (D/4 - 1))`` for ``k = 0 … D/4 - 1``, then ``[f, f]`` (D/2 values)."""
     if head_dim % 4 != 0 or head_dim < 8:
         raise ValueError(f"head_dim={head_dim} is not allowed for the DeTok RoPE; use a multiple of 4, >= 8")
-    quarter = head_dim // 4
-    k = torch.arange(quarter, dtype=torch.float32)
-    f = 7.0 * (7.0 / 7e-4) ** (-k / (quarter - 1))
+    exponents = torch.linspace(0.0, -1.0, head_dim // 4)  # -k / (D/4 - 1)
+    f = 7.0 * (7.0 / 7e-4) ** exponents
     return torch.cat([f, f])
 
 
@@ -93,14 +93,10 @@ def rope_table(head_dim: int, grid_h: int, grid_w: int | None = None) -> torch.T
     ``2π·v·F[d - D/2]`` otherwise, with ``u = h/(grid_h - 1)``, ``v = w/(grid_w - 1)``.
     """
     grid_w = grid_h if grid_w is None else grid_w
-    freqs = rope_frequencies(head_dim)
-
-    def coords(g: int) -> torch.Tensor:
-        return torch.arange(g, dtype=torch.float32) / max(g - 1, 1)
-
-    u = coords(grid_h)[:, None].expand(grid_h, grid_w).reshape(-1, 1)
-    v = coords(grid_w)[None, :].expand(grid_h, grid_w).reshape(-1, 1)
-    angle = torch.cat([2 * math.pi * u * freqs, 2 * math.pi * v * freqs], dim=1)  # (N, D)
+    freqs = rope_frequencies(head_dim) * 2 * math.pi  # angular frequencies
+    u = torch.linspace(0.0, 1.0, grid_h)[:, None].expand(grid_h, grid_w).reshape(-1, 1)
+    v = torch.linspace(0.0, 1.0, grid_w)[None, :].expand(grid_h, grid_w).reshape(-1, 1)
+    angle = torch.cat([u * freqs, v * freqs], dim=1)  # (N, D)
     return torch.cat([angle.cos(), angle.sin()], dim=1)[None]
 
 

@@ -102,13 +102,15 @@ class DiagonalGaussian:
         self.var = torch.exp(self.logvar)
 
     def sample(self, rng: torch.Generator | None = None) -> torch.Tensor:
-        """``mean + std·ε`` (reparameterised; ε drawn from ``rng`` when given)."""
+        """``mean + std·ε`` (reparameterised; ε drawn from ``rng`` when given), in float32 (or wider)
+        whatever the moments' dtype: under bf16 autocast the official ``DiagonalGaussianDistribution.sample``
+        runs with autocast off and a float32 ε."""
+        dtype = torch.promote_types(self.mean.dtype, torch.float32)
         if rng is None:
-            eps = torch.randn_like(self.mean)
+            eps = torch.randn(self.mean.shape, device=self.mean.device, dtype=dtype)
         else:
-            eps = torch.randn(self.mean.shape, generator=rng, device=rng.device,
-                              dtype=self.mean.dtype).to(self.mean.device)
-        return self.mean + self.std * eps
+            eps = torch.randn(self.mean.shape, generator=rng, device=rng.device, dtype=dtype).to(self.mean.device)
+        return self.mean.to(dtype) + self.std.to(dtype) * eps
 
     def mode(self) -> torch.Tensor:
         return self.mean

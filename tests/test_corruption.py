@@ -53,6 +53,19 @@ def test_formulas_and_generator_reproducible():
     torch.testing.assert_close(a, 0.5 * z + 0.5 * 3.0 * torch.randn(z.shape, generator=gen(7)))
 
 
+def test_bf16_latents_are_corrupted_in_float32():
+    """τ, ε and the mix are float32 for a bf16 latent (official DeTok.encode under autocast)."""
+    z = torch.randn(3, 5, 2, generator=gen(3)).bfloat16()
+    tau = torch.rand(3, generator=gen(5))
+    out = interpolative_noise(z, tau, 3.0, rng=gen(7))
+    assert out.dtype == torch.float32
+    eps = torch.randn(z.shape, generator=gen(7))
+    t = tau.view(3, 1, 1)
+    assert torch.equal(out, (1.0 - t) * z.float() + t * 3.0 * eps)
+    assert additive_noise(z, 0.5, 3.0, rng=gen(7)).dtype == torch.float32
+    assert interpolative_noise(z.double(), 0.5, 3.0, rng=gen(7)).dtype == torch.float64
+
+
 def test_per_sample_tau_broadcasts():
     z = torch.randn(4, 6, 3)
     eps = torch.randn(4, 6, 3)

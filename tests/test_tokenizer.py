@@ -160,6 +160,39 @@ def test_rope_table_matches_formula_and_layout():
     assert abs(float(angle) - expected) < 1e-4
 
 
+def test_rope_table_is_the_official_construction_bit_for_bit():
+    """The official get_rope_tensor builds a (2, D) frequency matrix and multiplies the (u, v) grid
+    into it; the same float32 operations must give the same bits (checked against the official code
+    itself outside this suite)."""
+    for head_dim, grid in ((64, 16), (72, 16), (32, 4), (48, 7)):
+        f = 7.0 * (7.0 / 7e-4) ** torch.linspace(0, -1, head_dim // 4)
+        f = torch.cat([f, f])
+        f2 = torch.zeros(2, head_dim)
+        f2[0, : head_dim // 2] = f
+        f2[1, -head_dim // 2:] = f
+        coords = torch.cartesian_prod(torch.linspace(0, 1, grid), torch.linspace(0, 1, grid))
+        angle = coords @ (f2 * 2 * torch.pi)
+        assert torch.equal(rope_table(head_dim, grid)[0], torch.cat([angle.cos(), angle.sin()], dim=-1))
+
+
+def test_posterior_sample_and_noise_are_float32_under_bf16():
+    """Under bf16 autocast the official code samples the posterior with autocast off and draws τ and ε
+    in float32, so the corrupted latent is float32."""
+    from ldetok_lite.tokenizer import DiagonalGaussian
+
+    moments = torch.randn(2, 16, 16, generator=gen(0)).bfloat16()
+    post = DiagonalGaussian(moments)
+    z = post.sample(gen(1))
+    eps = torch.randn(2, 16, 8, generator=gen(1))
+    assert z.dtype == torch.float32
+    assert torch.equal(z, post.mean.float() + post.std.float() * eps)
+    m = create_tokenizer("detok_tiny").train()
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        z, _, _ = m.encode(torch.rand(2, 3, 32, 32), mask_ratio=0.5, noise_tau=torch.rand(2), sampling=True,
+                           rng=gen(2))
+    assert z.dtype == torch.float32
+
+
 def test_rotate_half_is_interleaved_and_rope_not_a_rotation():
     x = torch.arange(1.0, 7.0)
     assert rotate_half(x).tolist() == [-2.0, 1.0, -4.0, 3.0, -6.0, 5.0]
