@@ -333,12 +333,21 @@ class EvalConfig(Config):
     num_images: int = 1000
     batch_size: int = 100
     feature_net: str = "shapes-cnn"  # shapes-cnn (offline, trained on the embedded data) | inception
-    cfg_scales: tuple[float, ...] = (1.0,)  # guidance scales to measure (a search picks the best)
+    # guidance scales to measure (a search picks the best); () = the family's grid (presets.eval_protocol)
+    cfg_scales: tuple[float, ...] = (1.0,)
+    quantize: str = "round"  # float -> uint8: round | truncate (the official to_uint8_numpy)
+    reference: str = "train"  # gFID reference: train (the training images' statistics) | adm (ADM's ImageNet-256)
 
     def validate(self):
+        bad = [c for c in self.cfg_scales if not (isinstance(c, (int, float)) and math.isfinite(c) and c >= 1)]
+        if bad:
+            raise ConfigError(f"EvalConfig.cfg_scales has {bad}; allowed: scales >= 1 (1 = no guidance), "
+                              "or () for the family's grid")
         _check_range(self, "num_images", lo=1)
         _check_range(self, "batch_size", lo=1)
         _check_choice(self, "feature_net", ("shapes-cnn", "inception"))
+        _check_choice(self, "quantize", ("round", "truncate"))
+        _check_choice(self, "reference", ("train", "adm"))
 
 
 @dataclass(frozen=True)

@@ -13,7 +13,8 @@ Presets (README, "Presets"):
 
 A recipe is a function of a preset: :func:`tokenizer_recipe` (a variant of the paper's
 ablations at a seed), :func:`warm_start_recipe` (the plain AE it continues from, if any),
-:func:`decoder_finetune` (the paper's second tokenizer stage), :func:`compare_plan`.
+:func:`decoder_finetune` (the paper's second tokenizer stage), :func:`compare_plan`,
+:func:`eval_protocol` (how a generator is measured: guidance grid, sampling steps, reference).
 """
 
 from __future__ import annotations
@@ -35,7 +36,8 @@ from .config import (
 __all__ = [
     "PRESET_NAMES", "load_preset", "TOKENIZER_VARIANTS", "TOKENIZER_ORDER", "variant_settings", "variant_name",
     "tokenizer_recipe", "warm_start_recipe", "decoder_finetune", "GENERATOR_FAMILIES", "SWEEPS", "SWEEP_FAMILIES",
-    "ComparePlan", "PLAN_NAMES", "compare_plan",
+    "ComparePlan", "PLAN_NAMES", "compare_plan", "OFFICIAL_CFG_GRIDS", "OUR_CFG_GRIDS", "OFFICIAL_STEPS",
+    "EvalProtocol", "cfg_grid", "eval_protocol",
 ]
 
 # ============================================================================================
@@ -105,7 +107,7 @@ def _small() -> Preset:
             steps=30000, batch_size=256, lr=2e-4, lr_schedule="constant", warmup_frac=0.0,
             weight_decay=0.0, grad_clip=0.0, ema_decay=0.9999, log_every=100, ckpt_every=2000,
         ),
-        eval=EvalConfig(num_images=10000, batch_size=250, feature_net="inception", cfg_scales=(1.0, 2.0, 3.0)),
+        eval=EvalConfig(num_images=10000, batch_size=250, feature_net="inception", cfg_scales=()),
     )
 
 
@@ -128,7 +130,9 @@ def _full() -> Preset:
             weight_decay=0.0, grad_clip=0.0, ema_decay=0.9999, log_every=100, ckpt_every=steps_per_epoch,
             eval_every=40 * steps_per_epoch,
         ),
-        eval=EvalConfig(num_images=50000, batch_size=250, feature_net="inception", cfg_scales=(1.0, 2.0, 3.0, 3.9)),
+        # the official protocol: the family's guidance grid (eval_protocol), truncation to uint8, ADM's statistics
+        eval=EvalConfig(num_images=50000, batch_size=250, feature_net="inception", cfg_scales=(), quantize="truncate",
+                        reference="adm"),
     )
 
 
@@ -329,3 +333,97 @@ def compare_plan(name: str = "tiny", *, num_images: int | None = None, overrides
     if ft < 0:
         raise ValueError(f"decoder_finetune_steps={ft} is out of range; allowed >= 0")
     return ComparePlan(plan.name, preset, n, plan.extractor, plan.notes, ft)
+
+
+# ============================================================================================
+# The evaluation protocol (notebook 22, ``ldetok-lite evaluate``)
+# ============================================================================================
+
+#: guidance grids of the official README's commands (``--cfg_list``)
+OFFICIAL_CFG_GRIDS = {
+    "MAR_base": (3.0, 3.5, 3.7, 3.8, 3.9, 4.0, 4.1, 4.3, 4.5),
+    "MAR_large": (3.0, 3.2, 3.3, 3.4, 3.5, 3.6, 3.7, 3.8, 3.9),
+    "SiT": (1.3, 1.4, 1.5, 1.6, 1.7, 1.8, 1.9, 2.0),
+}
+#: families the official README gives no grid for: ours (README, "Differences from the official code")
+OUR_CFG_GRIDS = {
+    "MAR": OFFICIAL_CFG_GRIDS["MAR_large"],  # MAR_huge: the grid of the largest released size
+    "RandomAR": OFFICIAL_CFG_GRIDS["MAR_base"],  # the same DiffLoss head and linear guidance schedule as MAR
+    "RasterAR": OFFICIAL_CFG_GRIDS["MAR_base"],
+    "DiT": OFFICIAL_CFG_GRIDS["SiT"],  # the same backbone and label embedding as SiT
+    "LightningDiT": OFFICIAL_CFG_GRIDS["SiT"],
+}
+#: the sampling steps of the official command lines (``--num_sampling_steps``; MAR: ``--num_iter``); in
+#: our units: LightningDiT counts Euler steps, so the official 100 grid points are 99 steps
+OFFICIAL_STEPS = {"DiT": 100, "SiT": 250, "LightningDiT": 99, "MAR": 64, "RandomAR": 100, "RasterAR": 100}
+MAR_FINAL_ITERATIONS = 256  # official main_diffusion.py: the final count forces --num_iter 256
+SEARCH_IMAGES = 10_000  # official --num_images_for_eval_and_search
+
+
+@dataclass(frozen=True)
+class EvalProtocol:
+    """How a generator is measured: a guidance search on ``search_images``, then ``final_images``
+    at the best scale and at 1.0 (official ``main_diffusion.py``, after training).
+
+    ``search_steps`` / ``final_steps``: sampling steps (MAR: autoregressive iterations; None: the
+    model's default). ``quantize``: float images → uint8 (``truncate`` as the official
+    ``to_uint8_numpy``). ``reference``: ``adm`` (ADM's ImageNet-256 statistics, the paper's) or
+    ``train`` (statistics of the training images). ``notes``: where each choice comes from.
+    """
+
+    cfg_scales: tuple[float, ...]
+    search_images: int
+    final_images: int
+    search_steps: int | None
+    final_steps: int | None
+    temperature: float
+    quantize: str
+    reference: str
+    notes: tuple[str, ...] = ()
+
+
+def cfg_grid(name: str) -> tuple[tuple[float, ...], str]:
+    """The guidance grid of generator ``name`` (e.g. ``MAR_base``) and where it comes from."""
+    family = name.split("_")[0]
+    for key in (name, family):
+        if key in OFFICIAL_CFG_GRIDS:
+            return OFFICIAL_CFG_GRIDS[key], "the official README's --cfg_list"
+    if family not in OUR_CFG_GRIDS:
+        raise ValueError(f"unknown generator family {family!r}; allowed: {', '.join(GENERATOR_FAMILIES)}")
+    return OUR_CFG_GRIDS[family], "ours (no grid in the official README)"
+
+
+def eval_protocol(preset: Preset | str, name: str, num_images: int = 0) -> EvalProtocol:
+    """The evaluation of generator ``name`` (e.g. ``MAR_base``) under ``preset``.
+
+    ``full``: the official protocol (the family's grid on 10 000 images, 50 000 at the best scale
+    and at 1.0; the official sampling steps, MAR's final count at 256 iterations; truncation to
+    uint8 and ADM's statistics from ``eval``). Other presets keep their own scales when
+    ``eval.cfg_scales`` is set (tiny models need other guidance) and count ``num_images``
+    (0: ``eval.num_images``).
+    """
+    p = _preset(preset)
+    family = name.split("_")[0]
+    n = num_images or p.eval.num_images
+    notes = []
+    if p.eval.cfg_scales:
+        scales = tuple(p.eval.cfg_scales)
+        notes.append(f"guidance grid: the {p.name} preset's eval.cfg_scales")
+    else:
+        scales, where = cfg_grid(name)
+        notes.append(f"guidance grid: {where}")
+    steps = p.generator.num_sampling_steps or None
+    official = p.name == "full"
+    if official and steps is None:
+        steps = OFFICIAL_STEPS.get(family)
+        notes.append(f"sampling steps: {steps}, the official command line's")
+    final_steps = steps
+    if family == "MAR" and official:
+        final_steps = MAR_FINAL_ITERATIONS
+        notes.append(f"MAR: the search runs {steps} iterations, the final count {MAR_FINAL_ITERATIONS} "
+                     "(the official code forces 256)")
+    notes.append("reference: ADM's ImageNet-256 statistics" if p.eval.reference == "adm" else
+                 "reference: statistics of the training images")
+    return EvalProtocol(cfg_scales=scales, search_images=min(n, SEARCH_IMAGES), final_images=n, search_steps=steps,
+                        final_steps=final_steps, temperature=p.generator.temperature, quantize=p.eval.quantize,
+                        reference=p.eval.reference, notes=tuple(notes))

@@ -194,7 +194,9 @@ def test_rounding_vs_truncation():
     assert E.to_uint8(v, quantize="truncate")[0, 0, 0].tolist() == [0, 254, 0, 255]
     u8 = torch.zeros(2, 3, 4, 4, dtype=torch.uint8)
     assert E.to_uint8(u8) is u8
-    assert E.class_balanced_labels(20, 10).tolist() == [i // 2 for i in range(20)]
+    # the official evaluate_generator order: the classes in turn, 0..C-1, 0..C-1, ...
+    assert E.class_balanced_labels(20, 10).tolist() == list(range(10)) * 2
+    assert E.class_balanced_labels(7, 3).tolist() == [0, 1, 2, 0, 1, 2, 0]
 
 
 # ----------------------------------------------------------------------------------------------
@@ -266,3 +268,81 @@ def test_evaluate_bad_options(checkpoints, tmp_path):
         evaluate.run(_args(generator=gen_dir, tokenizer=tok_dir, ref_stats=tmp_path / "x.npz"))
     with pytest.raises(evaluate.EvaluateError, match="preset"):
         evaluate.run(_args(tokenizer=tok_dir, preset="huge"))
+
+
+# ----------------------------------------------------------------------------------------------
+# the evaluation protocol (presets.eval_protocol, evaluation.evaluate_protocol; notebook 22)
+# ----------------------------------------------------------------------------------------------
+
+
+def test_full_preset_protocol_is_the_official_one():
+    from ldetok_lite.presets import OFFICIAL_CFG_GRIDS, eval_protocol
+
+    mar = eval_protocol("full", "MAR_base")
+    assert mar.cfg_scales == OFFICIAL_CFG_GRIDS["MAR_base"] == (3.0, 3.5, 3.7, 3.8, 3.9, 4.0, 4.1, 4.3, 4.5)
+    assert (mar.search_images, mar.final_images, mar.search_steps, mar.final_steps) == (10_000, 50_000, 64, 256)
+    assert (mar.quantize, mar.reference) == ("truncate", "adm")
+    assert eval_protocol("full", "MAR_large").cfg_scales == (3.0, 3.2, 3.3, 3.4, 3.5, 3.6, 3.7, 3.8, 3.9)
+    sit = eval_protocol("full", "SiT_xl")
+    assert sit.cfg_scales == (1.3, 1.4, 1.5, 1.6, 1.7, 1.8, 1.9, 2.0) and sit.search_steps == sit.final_steps == 250
+    assert eval_protocol("full", "DiT_base").search_steps == 100
+    assert eval_protocol("full", "LightningDiT_base").search_steps == 99  # the official 100 grid points
+    assert any("ours" in n for n in eval_protocol("full", "RandomAR_base").notes)
+    tiny = eval_protocol("tiny", "MAR_tiny")  # small models keep the preset's own scales and counts
+    assert tiny.cfg_scales == (1.0,) and tiny.search_images == tiny.final_images == 1000
+    assert (tiny.quantize, tiny.reference) == ("round", "train")
+
+
+def test_protocol_searches_then_counts_at_the_best_scale_and_at_one(checkpoints, cache):
+    from dataclasses import replace
+
+    from ldetok_lite.config import DataConfig
+    from ldetok_lite.presets import eval_protocol
+    from ldetok_lite.pretrained import from_pretrained
+
+    tok_dir, gen_dir = checkpoints
+    tok, gen = from_pretrained(tok_dir).eval(), from_pretrained(gen_dir).eval()
+    data = DataConfig(num_train=64, num_val=16, hflip=False)
+    net = E.get_feature_net("shapes-cnn", img_size=32, seed=0, cache_dir=cache, extractor="smoke")
+    protocol = replace(eval_protocol("smoke", "SiT_tiny"), cfg_scales=(1.0, 2.0), search_images=8, final_images=12,
+                       search_steps=2, final_steps=3)
+    lines = []
+    res = E.evaluate_protocol(gen, tok, data, net, protocol, batch_size=12, cache_dir=cache, log=lines.append)
+    assert [(r["cfg_scale"], r["num_images"], r["steps"]) for r in res["search"]] == [(1.0, 8, 2), (2.0, 8, 2)]
+    assert res["best"] == min(res["search"], key=lambda r: r["gfid"])
+    assert sorted((r["cfg_scale"], r["num_images"], r["steps"]) for r in res["final"]) == sorted(
+        {(res["best"]["cfg_scale"], 12, 3), (1.0, 12, 3)})
+    assert res["protocol"]["reference"] == "train" and any("final count" in s for s in lines)
+
+
+def test_reference_statistics_are_found_or_refused_clearly(tmp_path, monkeypatch, cache):
+    monkeypatch.setenv("LDETOK_CACHE", str(tmp_path / "kitcache"))
+    monkeypatch.delenv("LDETOK_ADM_STATS", raising=False)
+    shapes = E.get_feature_net("shapes-cnn", img_size=32, seed=0, cache_dir=cache, extractor="smoke")
+
+    class FakeInception:  # only its name is read; the real one needs weights this machine does not have
+        name = "inception"
+
+    assert E.resolve_reference("train", shapes) is None and E.resolve_reference(None, shapes) is None
+    with pytest.raises(assets.MissingWeightsError, match=r"ADM's ImageNet-256 reference statistics.*: not found .*"
+                                                         r"VIRTUAL_imagenet256_labeled\.npz.*LDETOK_ADM_STATS"):
+        E.resolve_reference("adm", FakeInception())
+    with pytest.raises(E.EvaluateError, match="Inception-v3 features; the feature network is 'shapes-cnn'"):
+        E.resolve_reference("adm", shapes)
+    stats = tmp_path / "kitcache" / "fid" / "adm_in256_stats.npz"  # the official code's file name works too
+    stats.parent.mkdir(parents=True)
+    np.savez(stats, mu=np.zeros(4), sigma=np.eye(4))
+    assert E.resolve_reference("adm", FakeInception()) == stats
+    with pytest.raises(E.EvaluateError, match=r"do not exist; allowed: 'adm', 'train' or the path of an \.npz"):
+        E.resolve_reference(tmp_path / "nope.npz", shapes)
+
+
+def test_evaluate_cli_runs_the_protocol(checkpoints, cache, tmp_path):
+    tok_dir, gen_dir = checkpoints
+    out = tmp_path / "eval.json"
+    args = _args(generator=gen_dir, tokenizer=tok_dir, preset="smoke", num_images=12, search_images=8, batch_size=12,
+                 cfg_scale=[1.0, 2.0], steps=2, cache_dir=cache, out=out, device="cpu")
+    assert evaluate.run(args) == 0
+    g = json.loads(out.read_text())["generator"]
+    assert [r["num_images"] for r in g["results"]] == [8, 8] and {r["num_images"] for r in g["final"]} == {12}
+    assert g["best"]["cfg_scale"] in (1.0, 2.0) and g["protocol"]["search_images"] == 8

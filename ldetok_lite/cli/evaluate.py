@@ -5,26 +5,30 @@
 
 - rFID: reconstruct ``--num-images`` held-out images (posterior mean, no mask, no noise) and
   compare them with the originals; PSNR/SSIM are averaged per image (``ldetok_lite.metrics``).
-- gFID/IS: class-balanced samples (the official 50-per-class order), decoded by the tokenizer,
-  against the training distribution's statistics (cached as an ADM-style ``.npz``) or
-  ``--ref-stats FILE``; one run per guidance scale in ``--cfg-scale``. With the offline ``shapes-cnn``
+- gFID/IS: class-balanced samples (the official label order), decoded by the tokenizer, against
+  ``--ref-stats``: ``adm`` (ADM's ImageNet-256 statistics, the paper's), ``train`` (the training
+  images' statistics, cached as an ADM-style ``.npz``) or a file. The preset's protocol
+  (``presets.eval_protocol``) decides the guidance grid, the sampling steps and the counts: at
+  ``full`` the family's official grid on 10 000 images, then 50 000 at the best scale and at 1.0
+  (MAR at 256 iterations), as the official ``main_diffusion.py``. With the offline ``shapes-cnn``
   network the class accuracy of the samples is reported as well.
-- Images are converted to uint8 by rounding (``--quantize truncate`` reproduces the official code).
+- Images become uint8 by the preset's rule (``--quantize``; ``truncate`` is the official code's).
 Results go to ``--out`` as JSON (and are printed).
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 from pathlib import Path
 
 from ..checkpoint import CheckpointError, read_config
 from ..config import DataConfig
 from ..device import pick_device
-from ..evaluation import EvaluateError, evaluate_generator, evaluate_tokenizer, get_feature_net
+from ..evaluation import EvaluateError, evaluate_protocol, evaluate_tokenizer, get_feature_net
 from ..io import write_json_atomic
-from ..presets import PRESET_NAMES, load_preset
+from ..presets import PRESET_NAMES, eval_protocol, load_preset
 from ..pretrained import from_pretrained, load_latent_stats
 
 
@@ -37,7 +41,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--num-images", type=int, default=None, help="images per metric (default: preset eval)")
     parser.add_argument("--batch-size", type=int, default=None, help="default: preset eval.batch_size")
     parser.add_argument("--cfg-scale", "--cfg", dest="cfg_scales", type=float, nargs="+", default=None,
-                        help="guidance scale(s), >= 1 (default: preset eval.cfg_scales)")
+                        help="guidance scale(s), >= 1 (default: the preset's protocol)")
+    parser.add_argument("--search-images", type=int, default=None,
+                        help="images per guidance scale of the search; then --num-images at the best scale and at "
+                             "1.0 (default: the preset's protocol, 10 000 at most)")
     parser.add_argument("--steps", type=int, default=None,
                         help="sampling steps (0 = the family's default; default: preset generator)")
     parser.add_argument("--temperature", type=float, default=None, help="sampling temperature (default: preset)")
@@ -46,10 +53,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--inception-weights", default=None, help="path to the Inception-v3 FID weights")
     parser.add_argument("--extractor", choices=("smoke", "tiny"), default=None,
                         help="shapes-cnn training settings (default: smoke for the smoke preset, else tiny)")
-    parser.add_argument("--ref-stats", default=None, help="reference .npz (mu/sigma, ADM format) for gFID")
+    parser.add_argument("--ref-stats", default=None,
+                        help="gFID reference: adm | train | an .npz with mu/sigma (default: preset eval.reference)")
     parser.add_argument("--which", choices=("ema", "model"), default="ema", help="which weights to load")
-    parser.add_argument("--quantize", choices=("round", "truncate"), default="round",
-                        help="float -> uint8 conversion (official code: truncate)")
+    parser.add_argument("--quantize", choices=("round", "truncate"), default=None,
+                        help="float -> uint8 conversion (official code: truncate; default: preset eval.quantize)")
     parser.add_argument("--kid", action="store_true", help="also KID")
     parser.add_argument("--prc", action="store_true", help="also precision/recall")
     parser.add_argument("--data-dir", default=None, help="dataset root (torchvision / ImageFolder data)")
@@ -83,8 +91,10 @@ def _check_options(args) -> None:
         _fail(f"--steps {args.steps} must be >= 0 (0 = the family's default)")
     if args.temperature is not None and not args.temperature > 0:
         _fail(f"--temperature {args.temperature} must be > 0")
-    if args.ref_stats and not Path(args.ref_stats).is_file():
-        _fail(f"--ref-stats {args.ref_stats!r} does not exist")
+    if args.ref_stats and args.ref_stats not in ("adm", "train") and not Path(args.ref_stats).is_file():
+        _fail(f"--ref-stats {args.ref_stats!r} does not exist; allowed: adm, train or the path of an .npz")
+    if args.search_images is not None and args.search_images < 2:
+        _fail(f"--search-images {args.search_images} must be >= 2 (FID needs a covariance)")
 
 
 def _load(directory: str, kind: str, which: str, device):
@@ -119,13 +129,29 @@ def _feature_net(args, preset, data: DataConfig):
                                extractor=extractor, inception_weights=args.inception_weights)
 
 
+def _protocol(args, preset, name: str, num_images: int, quantize: str):
+    """The preset's protocol for generator ``name`` with the command line's changes."""
+    protocol = eval_protocol(preset, name, num_images)
+    changes: dict = {"quantize": quantize}
+    if args.cfg_scales:
+        changes["cfg_scales"] = tuple(args.cfg_scales)
+    if args.steps is not None:
+        changes["search_steps"] = changes["final_steps"] = args.steps or None
+    if args.temperature is not None:
+        changes["temperature"] = args.temperature
+    if args.search_images is not None:
+        changes["search_images"] = min(args.search_images, num_images)
+    return dataclasses.replace(protocol, **changes)
+
+
 def run(args) -> int:
     _check_options(args)
     preset = load_preset(args.preset)
     device = pick_device(args.device)
     num_images = args.num_images or preset.eval.num_images
     batch_size = args.batch_size or preset.eval.batch_size
-    results: dict = {"preset": preset.name, "num_images": num_images, "quantize": args.quantize, "seed": args.seed}
+    quantize = args.quantize or preset.eval.quantize
+    results: dict = {"preset": preset.name, "num_images": num_images, "quantize": quantize, "seed": args.seed}
 
     gen_cfg = None
     generator = None
@@ -145,7 +171,7 @@ def run(args) -> int:
     if args.tokenizer:
         print(f"[evaluate] tokenizer {args.tokenizer}: rFID/PSNR/SSIM on {num_images} held-out images")
         res = evaluate_tokenizer(tokenizer, data, net, num_images=num_images, batch_size=batch_size, seed=args.seed,
-                                 kid=args.kid, prc=args.prc, quantize=args.quantize, device=device)
+                                 kid=args.kid, prc=args.prc, quantize=quantize, device=device)
         results["tokenizer"] = {"dir": str(args.tokenizer), **res}
         print(f"[evaluate] rFID {res['rfid']:.3f}  PSNR {res['psnr']:.2f} dB"
               + (f"  SSIM {res['ssim']:.4f}" if res["ssim"] is not None else ""))
@@ -154,17 +180,16 @@ def run(args) -> int:
             tokenizer.set_latent_stats(*load_latent_stats(args.generator))
         except Exception as e:  # older runs: the tokenizer's own statistics
             print(f"[evaluate] note: no latent statistics stored with the generator ({e}); using the tokenizer's")
-        g = preset.generator
-        cfg_scales = tuple(args.cfg_scales) if args.cfg_scales else tuple(preset.eval.cfg_scales)
-        steps = args.steps if args.steps is not None else g.num_sampling_steps
-        temperature = args.temperature if args.temperature is not None else g.temperature
-        print(f"[evaluate] generator {args.generator}: gFID/IS on {num_images} samples, cfg {list(cfg_scales)}, "
-              f"steps {steps or 'default'}")
-        rows = evaluate_generator(generator, tokenizer, data, net, num_images=num_images, batch_size=batch_size,
-                                  cfg_scales=cfg_scales, steps=steps, temperature=temperature, ref_stats=args.ref_stats,
-                                  cache_dir=args.cache_dir, seed=args.seed, kid=args.kid, prc=args.prc,
-                                  quantize=args.quantize, device=device)
-        results["generator"] = {"dir": str(args.generator), "tokenizer_dir": str(tok_dir), "results": rows}
+        protocol = _protocol(args, preset, generator.spec["name"], num_images, quantize)
+        print(f"[evaluate] generator {args.generator}: gFID/IS, guidance {list(protocol.cfg_scales)} on "
+              f"{protocol.search_images} samples" + (f", then {protocol.final_images} at the best and at 1.0"
+                                                     if protocol.final_images > protocol.search_images else ""))
+        res = evaluate_protocol(generator, tokenizer, data, net, protocol, batch_size=batch_size,
+                                reference=args.ref_stats, cache_dir=args.cache_dir, seed=args.seed, kid=args.kid,
+                                prc=args.prc, device=device)
+        rows = res["search"]
+        results["generator"] = {"dir": str(args.generator), "tokenizer_dir": str(tok_dir), "results": rows,
+                                "best": res["best"], "final": res["final"], "protocol": res["protocol"]}
     if args.out:
         out = write_json_atomic(args.out, results)
         print(f"[evaluate] results -> {out}")

@@ -6,7 +6,15 @@
 - ``evaluate.py``: rFID of a tokenizer, gFID of a generator (``ldetok-lite evaluate``).
 """
 
-from .evaluate import EvaluateError, eval_images, evaluate_generator, evaluate_tokenizer, reference_stats
+from .evaluate import (
+    EvaluateError,
+    eval_images,
+    evaluate_generator,
+    evaluate_protocol,
+    evaluate_tokenizer,
+    reference_stats,
+    resolve_reference,
+)
 from .feature_net import (
     EXTRACTOR_PRESETS,
     FEATURE_NETS,
@@ -50,4 +58,5 @@ __all__ = [
     "default_cache_dir", "ImageStream",
     "to_uint8", "save_png_folder", "reconstruction_source", "generator_source", "class_balanced_labels",
     "EvaluateError", "eval_images", "evaluate_tokenizer", "evaluate_generator", "reference_stats",
+    "resolve_reference", "evaluate_protocol",
 ]

@@ -3,11 +3,13 @@ generator (official ``utils/train_utils.py``, ``evaluate_tokenizer`` / ``evaluat
 
 - rFID: reconstruct held-out images (posterior mean, no mask, no noise) and compare them with
   the originals; PSNR/SSIM are averaged per image (``ldetok_lite.metrics``).
-- gFID/IS: class-balanced samples (the official 50-per-class order), decoded by the tokenizer,
-  against the training distribution's statistics (cached as an ADM-style ``.npz``) or a given
-  statistics file; one run per guidance scale. With the offline shapes network the class
-  accuracy of the samples is reported as well.
-``ldetok-lite evaluate`` runs these from the command line; notebook 10 uses them.
+- gFID/IS: class-balanced samples (the official label order), decoded by the tokenizer, against
+  ADM's ImageNet-256 statistics (the paper's reference), the training distribution's statistics
+  (cached as an ADM-style ``.npz``) or a given statistics file; one run per guidance scale. With
+  the offline shapes network the class accuracy of the samples is reported as well.
+- :func:`evaluate_protocol`: a guidance search, then the final count at the best scale and at 1.0
+  (``presets.eval_protocol``; official ``main_diffusion.py``).
+``ldetok-lite evaluate`` runs these from the command line; notebooks 10 and 22 use them.
 """
 
 from __future__ import annotations
@@ -21,14 +23,17 @@ import torch
 from torch.utils.data import Subset
 
 from .. import _compat
+from ..assets import resolve
 from ..config import DataConfig
 from ..data import make_dataset
 from ..metrics import psnr, ssim
+from ..presets import EvalProtocol
 from .feature_net import default_cache_dir
 from .metrics import extract_features, features_to_metrics, load_fid_stats, save_fid_stats
 from .sources import generator_source, reconstruction_source
 
-__all__ = ["EvaluateError", "eval_images", "evaluate_tokenizer", "reference_stats", "evaluate_generator"]
+__all__ = ["EvaluateError", "eval_images", "evaluate_tokenizer", "reference_stats", "resolve_reference",
+           "evaluate_generator", "evaluate_protocol"]
 
 
 class EvaluateError(ValueError):
@@ -132,3 +137,53 @@ def evaluate_generator(generator, tokenizer, data: DataConfig, net, *, num_image
             + (f"  class acc {row['class_accuracy']:.3f}" if "class_accuracy" in row else ""))
         rows.append(row)
     return rows
+
+
+def resolve_reference(reference: str | Path | None, net) -> Path | None:
+    """The gFID reference statistics file for ``reference``: ``adm`` (ADM's ImageNet-256 statistics,
+    found by ``assets.resolve``; a clear error says how to get them), ``train`` or None (computed
+    from the training images by :func:`evaluate_generator`), or a path to an ``.npz``."""
+    if reference in (None, "", "train"):
+        return None
+    if reference == "adm":
+        if net.name != "inception":
+            _fail(f"ADM's ImageNet-256 statistics are Inception-v3 features; the feature network is {net.name!r} "
+                  "(use feature_net inception, or reference 'train')")
+        return resolve("adm_in256_stats")
+    path = Path(reference)
+    if not path.is_file():
+        _fail(f"reference statistics {str(path)!r} do not exist; allowed: 'adm', 'train' or the path of an .npz")
+    return path
+
+
+def evaluate_protocol(generator, tokenizer, data: DataConfig, net, protocol: EvalProtocol, *, batch_size: int,
+                      reference: str | Path | None = None, cache_dir=None, seed: int = 0, kid: bool = False,
+                      prc: bool = False, device="auto", log=print) -> dict:
+    """Search ``protocol.cfg_scales`` on ``search_images``, then (with more final images or other final
+    steps) measure ``final_images`` at the best scale and at 1.0 (official ``main_diffusion.py``).
+
+    ``reference``: as :func:`resolve_reference`; None takes ``protocol.reference``. Returns
+    ``{"search": rows, "best": row, "final": rows, "protocol": {...}}``.
+    """
+    ref = resolve_reference(protocol.reference if reference is None else reference, net)
+    limit = getattr(generator, "max_num_steps", None)
+
+    def capped(steps):
+        return min(steps, limit) if steps and limit else steps
+
+    kw = dict(batch_size=batch_size, temperature=protocol.temperature, ref_stats=ref, cache_dir=cache_dir, seed=seed,
+              quantize=protocol.quantize, kid=kid, prc=prc, device=device, log=log)
+    log(f"[evaluate] guidance search over {list(protocol.cfg_scales)} on {protocol.search_images} images"
+        + (f", {capped(protocol.search_steps)} steps" if protocol.search_steps else ""))
+    search = evaluate_generator(generator, tokenizer, data, net, num_images=protocol.search_images,
+                                cfg_scales=protocol.cfg_scales, steps=capped(protocol.search_steps), **kw)
+    best = min(search, key=lambda r: r["gfid"])
+    final = []
+    final_steps = capped(protocol.final_steps)
+    if protocol.final_images > protocol.search_images or final_steps != capped(protocol.search_steps):
+        log(f"[evaluate] final count: {protocol.final_images} images at guidance {best['cfg_scale']} and 1.0"
+            + (f", {final_steps} steps" if final_steps else ""))
+        final = evaluate_generator(generator, tokenizer, data, net, num_images=protocol.final_images,
+                                   cfg_scales=sorted({best["cfg_scale"], 1.0}, reverse=True), steps=final_steps, **kw)
+    return {"search": search, "best": best, "final": final,
+            "protocol": {**protocol.__dict__, "reference": str(ref) if ref else "train"}}

@@ -261,11 +261,12 @@ def reconstruction_source(tokenizer: nn.Module, images, num_images: int | None =
 
 
 def class_balanced_labels(num_images: int, num_classes: int) -> torch.Tensor:
-    """``num_images`` labels in class order, balanced (the official 50 per class for 50k,
-    ``utils/train_utils.py``, ``evaluate_generator``)."""
+    """``num_images`` labels cycling through the classes, ``0, 1, …, C−1, 0, 1, …`` (the official
+    order, ``utils/train_utils.py``, ``evaluate_generator``: 50 per class for 50 000 images; with a
+    remainder the first classes get one more)."""
     check_count(num_images, "num_images")
     check_count(num_classes, "num_classes")
-    return torch.arange(num_images) * num_classes // num_images
+    return torch.arange(num_images) % num_classes
 
 
 @_compat.renamed_keywords(cfg="cfg_scale")
@@ -298,10 +299,10 @@ def generator_source(generator: nn.Module, tokenizer: nn.Module, num_images: int
             y = labels[self.pos:self.pos + k].to(device)
             g = torch.Generator(device=device).manual_seed(seed * 1_000_003 + self.pos)
             self.pos += k
-            with autocast(device):
+            with autocast(device):  # generation and decoding both in bf16 on CUDA, as the official generate_images
                 z = generator.generate(y, cfg_scale=float(cfg_scale), num_steps=num_steps,
-                                       temperature=float(temperature),
-                                       rng=g)
-            return decode_latents(tokenizer, z.float()).float().clamp(0, 1)
+                                       temperature=float(temperature), rng=g)
+                images = decode_latents(tokenizer, z.float())
+            return images.float().clamp(0, 1)
 
     return ImageStream(_Samples(), num_images, labels=labels, name="samples")

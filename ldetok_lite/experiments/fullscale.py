@@ -47,6 +47,7 @@ PARAMETERS: dict[str, tuple[type, tuple | None]] = {
     "tokenizer_dir": (str, None),  # 21/22: a tokenizer run; empty: the one notebook 20 made
     "generator_dir": (str, None),  # 22: a generator run; empty: the one notebook 21 made
     "num_images": (int, None),  # 22: images per metric; 0: the preset's
+    "ref_stats": (str, None),  # 22: gFID reference: adm | train | an .npz path; empty: the preset's
 }
 
 

@@ -135,11 +135,12 @@ class DiT(AdaLNTransformer):
 
     Extra args: ``num_timesteps`` (1000), ``noise_schedule`` (``linear`` as in the paper's builder,
     or ``cosine``), ``learn_sigma`` (True: 2C outputs, loss MSE + VB).
-    ``generate(num_steps=…)`` respaces to that many ancestral steps (default 250, max 1000).
+    ``generate(num_steps=…)`` respaces to that many ancestral steps (default 100, the official
+    ``--num_sampling_steps``; max 1000).
     """
 
     family = "DiT"
-    default_num_steps = 250
+    default_num_steps = 100
 
     def __init__(self, in_channels=16, input_size=16, num_classes=1000, label_drop=0.1, *, num_timesteps=1000,
                  noise_schedule="linear", learn_sigma=True, **kw):

@@ -22,10 +22,11 @@ from .sit import SiT
 
 class LightningDiT(SiT):
     """SiT with RMSNorm/SwiGLU/RoPE/learned positions, logit-normal t, shifted Euler and a CFG
-    interval. ``qk_norm`` is available (off by default, as in the paper's code)."""
+    interval. ``qk_norm`` is available (off by default, as in the paper's code). By default 99 Euler
+    steps: the official ``--num_sampling_steps 100`` grid points."""
 
     family = "LightningDiT"
-    default_num_steps = 250
+    default_num_steps = 99
 
     def __init__(self, in_channels=16, input_size=16, num_classes=1000, label_drop=0.1, **kw):
         defaults = dict(norm="rmsnorm", mlp="swiglu", rope=True, learned_pos=True, time_sampling="logit_normal",
