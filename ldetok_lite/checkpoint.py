@@ -21,7 +21,9 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
+import tempfile
 import time
 import warnings
 from collections.abc import Mapping
@@ -88,7 +90,7 @@ def _finish_dir(tmp: Path, final: Path) -> Path:
     write_json_atomic(tmp / MANIFEST, manifest)
     fsync_dir(tmp)
     if final.exists():  # an older copy of the same step (e.g. a re-run): replace it
-        old = final.with_name(final.name + f".old{os.getpid()}")
+        old = Path(tempfile.mkdtemp(prefix=f"{final.name}.old", dir=final.parent))  # unique, ours
         os.replace(final, old)
         os.replace(tmp, final)
         shutil.rmtree(old, ignore_errors=True)
@@ -112,10 +114,8 @@ def save_pretrained(model: nn.Module, directory: str | os.PathLike, ema_state: d
     if getattr(unwrap(model), "spec", None) is None:
         warnings.warn("model has no .spec; from_pretrained will not be able to rebuild it", stacklevel=2)
     final.parent.mkdir(parents=True, exist_ok=True)
-    tmp = final.with_name(f"{final.name}.tmp{os.getpid()}")
-    if tmp.exists():
-        shutil.rmtree(tmp)
-    tmp.mkdir()
+    tmp = Path(tempfile.mkdtemp(prefix=f"{final.name}.tmp", dir=final.parent))  # a fresh name: never a planted link
+    os.chmod(tmp, 0o755)  # mkdtemp's 0700 would hide the checkpoint from other users of a shared run folder
     try:
         save_tensors_atomic(tmp / MODEL_FILE, model_state(model))
         if ema_state is not None:
@@ -131,18 +131,34 @@ def save_pretrained(model: nn.Module, directory: str | os.PathLike, ema_state: d
         raise
 
 
-def verify_checkpoint(directory: str | os.PathLike) -> None:
-    """Raise :class:`CheckpointError` unless ``directory`` has a manifest whose files all match."""
+def manifest_files(directory: str | os.PathLike) -> dict[str, dict]:
+    """The manifest's ``{file name: {"size", "sha256"}}``; every name must be a plain file name in
+    the checkpoint folder (no path, no ``..``), else :class:`CheckpointError`."""
     d = Path(directory)
     man = d / MANIFEST
     if not man.is_file():
         raise CheckpointError(f"checkpoint {str(d)!r} is incomplete (no {MANIFEST}; the write was interrupted?)")
     try:
         files = json.loads(man.read_text())["files"]
-    except (ValueError, KeyError) as e:
+        if not isinstance(files, dict) or not all(isinstance(v, dict) and {"size", "sha256"} <= set(v)
+                                                  for v in files.values()):
+            raise ValueError("'files' is not a table of sizes and digests")
+    except (ValueError, KeyError, TypeError) as e:
         raise CheckpointError(f"checkpoint {str(d)!r} has an unreadable manifest: {e}") from None
-    for name, info in files.items():
+    for name in files:
+        if not isinstance(name, str) or name in ("", ".", "..") or Path(name).name != name or "\\" in name:
+            raise CheckpointError(f"checkpoint {str(d)!r}: its manifest names {name!r}, which is not a file of the "
+                                  "checkpoint folder; the manifest was tampered with")
+    return files
+
+
+def verify_checkpoint(directory: str | os.PathLike) -> None:
+    """Raise :class:`CheckpointError` unless ``directory`` has a manifest whose files all match."""
+    d = Path(directory)
+    for name, info in manifest_files(d).items():
         p = d / name
+        if p.is_symlink():
+            raise CheckpointError(f"checkpoint file {str(p)!r} is a symbolic link; checkpoints hold plain files")
         if not p.is_file():
             raise CheckpointError(f"checkpoint {str(d)!r} is missing {name}")
         if p.stat().st_size != info["size"]:
@@ -150,6 +166,16 @@ def verify_checkpoint(directory: str | os.PathLike) -> None:
                                   f"expected {info['size']})")
         if sha256_file(p) != info["sha256"]:
             raise CheckpointError(f"checkpoint file {str(p)!r} is corrupt (SHA-256 does not match the manifest)")
+
+
+def listed_file(directory: str | os.PathLike, name: str) -> Path:
+    """``directory/name`` when the (verified) checkpoint's manifest lists it, else :class:`CheckpointError`:
+    a file added after the checkpoint was written is never read."""
+    d = Path(directory)
+    if name not in manifest_files(d):
+        raise CheckpointError(f"checkpoint {str(d)!r}: {name} is not listed in its manifest (added after the "
+                              "checkpoint was written?); it is not read")
+    return d / name
 
 
 def list_checkpoints(out_dir: str | os.PathLike) -> list[Path]:
@@ -184,13 +210,31 @@ def checkpoint_dir(out_dir: str | os.PathLike, step: int) -> Path:
     return Path(out_dir) / CKPT_SUBDIR / f"step_{step:07d}"
 
 
+_LEFTOVER = re.compile(r"^step_\d+\.(tmp|old)[0-9a-z_]+$")  # save_pretrained's temporary folders
+_ATOMIC_TEMP = re.compile(r"^\..+\.[0-9a-f]{12}\.tmp$")  # io.atomic_write's temporary files
+
+
+def _kit_file(name: str) -> bool:
+    return (name in (MODEL_FILE, EMA_FILE, CONFIG_FILE, STATE_FILE, MANIFEST) or bool(_ATOMIC_TEMP.match(name))
+            or (name.startswith("extra_") and name.endswith(".safetensors")))
+
+
+def is_leftover(path: Path) -> bool:
+    """True for a temporary folder an interrupted :func:`save_pretrained` left: its name has the
+    kit's pattern and it holds only files the kit writes (a user's folder never qualifies)."""
+    if path.is_symlink() or not path.is_dir() or not _LEFTOVER.match(path.name):
+        return False
+    return all(c.is_file() and not c.is_symlink() and _kit_file(c.name) for c in path.iterdir())
+
+
 def prune_checkpoints(out_dir: str | os.PathLike, keep: int = 2) -> None:
-    """Keep the newest ``keep`` complete checkpoints; remove older ones and stale temporary dirs."""
+    """Keep the newest ``keep`` complete checkpoints; remove older ones and the temporary folders of
+    interrupted saves (:func:`is_leftover`). Anything else under ``checkpoints/`` is left alone."""
     root = Path(out_dir) / CKPT_SUBDIR
     if not root.is_dir():
         return
     for p in root.iterdir():
-        if p.is_dir() and (".tmp" in p.name or ".old" in p.name):
+        if is_leftover(p):
             shutil.rmtree(p, ignore_errors=True)
     complete = [d for d in list_checkpoints(out_dir) if (d / MANIFEST).is_file()]
     for d in complete[:-keep] if keep > 0 else []:
@@ -219,7 +263,13 @@ def resolve_checkpoint(path: str | os.PathLike, log=None) -> Path:
 def read_config(path: str | os.PathLike) -> dict:
     """``config.json`` of a checkpoint (or of a run's newest checkpoint)."""
     d = resolve_checkpoint(path)
-    return json.loads((d / CONFIG_FILE).read_text())
+    try:
+        config = json.loads(listed_file(d, CONFIG_FILE).read_text())
+    except (OSError, json.JSONDecodeError) as e:
+        raise CheckpointError(f"checkpoint {str(d)!r} has an unreadable {CONFIG_FILE}: {e}") from None
+    if not isinstance(config, dict):
+        raise CheckpointError(f"checkpoint {str(d)!r}: {CONFIG_FILE} is not a JSON object")
+    return config
 
 
 def load_weights(model: nn.Module, directory: str | os.PathLike, which: str = "ema", strict: bool = True) -> nn.Module:
@@ -227,9 +277,8 @@ def load_weights(model: nn.Module, directory: str | os.PathLike, which: str = "e
     if which not in ("ema", "model"):
         raise ValueError(f"which={which!r} is not known; allowed: 'ema', 'model'")
     d = resolve_checkpoint(directory)
-    f = d / (EMA_FILE if which == "ema" else MODEL_FILE)
-    if which == "ema" and not f.is_file():
-        f = d / MODEL_FILE
+    name = EMA_FILE if which == "ema" and EMA_FILE in manifest_files(d) else MODEL_FILE
+    f = listed_file(d, name)
     sd = load_tensors(f)
     target = unwrap(model)
     try:
@@ -246,7 +295,7 @@ def load_weights(model: nn.Module, directory: str | os.PathLike, which: str = "e
 def load_train_state(directory: str | os.PathLike) -> dict:
     """The resumable state of a checkpoint (``torch.load(weights_only=True)``)."""
     try:
-        return safe_torch_load(Path(directory) / STATE_FILE)
+        return safe_torch_load(listed_file(directory, STATE_FILE))
     except (FileContentError, FileNotFoundError) as e:
         raise CheckpointError(f"checkpoint {str(directory)!r}: {e}") from None
 

@@ -32,8 +32,8 @@ import torch
 
 __all__ = [
     "FileContentError", "UnsafeFileError", "DiskFullError", "repo_root", "atomic_write", "fsync_dir",
-    "write_text_atomic",
-    "write_json_atomic", "save_tensors_atomic", "read_jsonl", "append_jsonl", "write_jsonl_atomic", "json_default",
+    "write_text_atomic", "write_json_atomic", "save_tensors_atomic", "read_jsonl", "append_jsonl", "append_text",
+    "open_append", "write_jsonl_atomic", "json_default",
     "sha256_file", "pickled_globals", "safe_torch_load", "load_tensors", "load_state_dict_file", "parse_value",
     "parse_overrides",
 ]
@@ -50,11 +50,16 @@ class UnsafeFileError(FileContentError):
 class DiskFullError(OSError):
     """A write failed because the disk is full; names the file and the space left."""
 
+    def __str__(self) -> str:
+        return str(self.strerror)
+
 
 def repo_root(start: Path | None = None) -> Path:
-    """The checkout root (holding ``pyproject.toml`` and ``ldetok_lite/``), else the current directory."""
+    """The checkout root (holding ``pyproject.toml`` and ``ldetok_lite/``) around ``start`` (default: the
+    current directory), else the checkout this package was imported from, else the current directory."""
     here = (start or Path.cwd()).resolve()
-    for p in (here, *here.parents):
+    package_parent = Path(__file__).resolve().parents[1]  # an editable install's checkout
+    for p in (here, *here.parents, *([package_parent] if start is None else [])):
         if (p / "pyproject.toml").is_file() and (p / "ldetok_lite").is_dir():
             return p
     return here
@@ -182,15 +187,25 @@ def read_jsonl(path: str | os.PathLike) -> list[dict]:
 
 def append_jsonl(path: str | os.PathLike, row: dict) -> None:
     """Append one row; refuses to write through a symbolic link."""
-    path = Path(path)
-    line = (json.dumps(row, default=json_default) + "\n").encode("utf-8")
+    append_text(path, json.dumps(row, default=json_default) + "\n")
+
+
+def open_append(path: str | os.PathLike) -> int:
+    """A file descriptor appending to ``path`` (created when missing); a symbolic link is refused."""
     try:
-        fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | getattr(os, "O_NOFOLLOW", 0), 0o644)
+        return os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | getattr(os, "O_NOFOLLOW", 0), 0o644)
     except OSError as e:
         if e.errno == errno.ELOOP:
             raise FileContentError(f"{str(path)!r} is a symbolic link; the kit does not write through links "
                                    "(remove it or use another output folder)") from None
         raise
+
+
+def append_text(path: str | os.PathLike, text: str) -> None:
+    """Append ``text`` to ``path`` (created when missing); refuses to write through a symbolic link."""
+    path = Path(path)
+    line = text.encode("utf-8")
+    fd = open_append(path)
     try:
         os.write(fd, line)
     except OSError as e:

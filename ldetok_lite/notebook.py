@@ -27,7 +27,7 @@ import torch
 from . import _compat
 from .config import ConfigError, Preset, suggest
 from .device import DEVICE_CHOICES, describe_device, pick_device, seed_everything
-from .io import repo_root, write_json_atomic
+from .io import FileContentError, repo_root, write_json_atomic
 from .presets import PRESET_NAMES, load_preset
 from .viz import image_grid, save_figure
 
@@ -157,6 +157,8 @@ class NotebookRun:
     def summary(self, **metrics) -> Path:
         """Merge ``metrics`` into ``out_dir/summary.json`` (atomic write)."""
         path = self.out_dir / "summary.json"
+        if path.is_symlink():
+            raise FileContentError(f"{str(path)!r} is a symbolic link; the kit does not read or write through links")
         data = json.loads(path.read_text()) if path.exists() else {}
         data.update({k: _jsonable(v) for k, v in metrics.items()})
         data.setdefault("notebook", self.name)

@@ -7,19 +7,29 @@ checkpoint), rebuilds the model through ``create_tokenizer`` / ``create_generato
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
-from pathlib import Path
 
 import torch
 import torch.nn as nn
 
-from .checkpoint import CONFIG_FILE, CheckpointError, load_tensors, load_weights, resolve_checkpoint
+from .checkpoint import (
+    CheckpointError,
+    listed_file,
+    load_tensors,
+    load_weights,
+    manifest_files,
+    read_config,
+    resolve_checkpoint,
+)
+from .config import DataConfig
 from .device import pick_device
 from .generators import create_generator
 from .tokenizer import create_tokenizer
 
-__all__ = ["build_from_spec", "from_pretrained", "load_latent_stats", "LATENT_STATS_FILE"]
+__all__ = ["build_from_spec", "from_pretrained", "load_latent_stats", "LATENT_STATS_FILE", "tokenizer_fingerprint",
+           "check_tokenizer_of"]
 
 #: the per-channel latent statistics a generator run stores next to its checkpoints
 LATENT_STATS_FILE = "latent_stats.safetensors"
@@ -51,28 +61,48 @@ def from_pretrained(directory: str | os.PathLike, which: str = "ema", device: st
     if which not in ("ema", "model"):
         raise ValueError(f"which={which!r} is not known; allowed: 'ema', 'model'")
     d = resolve_checkpoint(directory, log=log)
-    try:
-        config = json.loads((d / CONFIG_FILE).read_text())
-    except (OSError, json.JSONDecodeError) as e:
-        raise CheckpointError(f"checkpoint {str(d)!r} has an unreadable {CONFIG_FILE}: {e}") from None
-    if not isinstance(config, dict):
-        raise CheckpointError(f"checkpoint {str(d)!r}: {CONFIG_FILE} is not a JSON object")
+    config = read_config(d)
     model = build_from_spec(config.get("spec"))
     load_weights(model, d, which=which)
-    stats = d / LATENT_STATS_FILE
-    if stats.is_file() and hasattr(model, "set_latent_stats"):
-        s = load_tensors(stats)
+    if LATENT_STATS_FILE in manifest_files(d) and hasattr(model, "set_latent_stats"):
+        s = load_tensors(listed_file(d, LATENT_STATS_FILE))
         model.set_latent_stats(s["mean"], s["std"])
     model.checkpoint_dir = str(d)
     return model.to(pick_device(device)).eval()
 
 
 def load_latent_stats(directory: str | os.PathLike) -> tuple[torch.Tensor, torch.Tensor]:
-    """(mean, std) saved with a generator run or checkpoint directory (notebook 05 explains them)."""
-    d = Path(directory)
-    for p in (d / f"extra_{LATENT_STATS_FILE}", d / LATENT_STATS_FILE):
-        if p.is_file():
-            s = load_tensors(p)
-            return s["mean"], s["std"]
-    s = load_tensors(resolve_checkpoint(d) / f"extra_{LATENT_STATS_FILE}")
+    """(mean, std) saved with a generator run or checkpoint directory (notebook 05 explains them); read
+    from the verified checkpoint, never from a file its manifest does not list."""
+    d = resolve_checkpoint(directory)
+    s = load_tensors(listed_file(d, f"extra_{LATENT_STATS_FILE}"))
     return s["mean"], s["std"]
+
+
+def tokenizer_fingerprint(tokenizer: nn.Module, data_cfg: DataConfig) -> str:
+    """16 hex digits naming a tokenizer's weights and the data it encodes (latent caches, and the
+    check that a generator is decoded by the tokenizer it was trained on)."""
+    h = hashlib.sha256()
+    h.update(json.dumps(getattr(tokenizer, "spec", None), sort_keys=True).encode())
+    h.update(json.dumps(data_cfg.to_dict(), sort_keys=True).encode())
+    for k, v in sorted(tokenizer.state_dict().items()):
+        h.update(k.encode())
+        h.update(v.detach().cpu().contiguous().view(-1).view(torch.uint8).numpy().tobytes())
+    return h.hexdigest()[:16]
+
+
+def check_tokenizer_of(generator_dir: str | os.PathLike, tokenizer: nn.Module) -> None:
+    """Raise ``ValueError`` unless ``tokenizer`` is the one the generator of ``generator_dir`` was
+    trained on (same weights and data settings, by :func:`tokenizer_fingerprint`): a generator's
+    latents decoded by another tokenizer give meaningless images and metrics. Runs that stored no
+    fingerprint are not checked."""
+    configs = read_config(generator_dir).get("configs") or {}
+    stored = (configs.get("tokenizer_spec") or {}).get("fingerprint")
+    data = configs.get("data")
+    if not stored or not isinstance(data, dict):
+        return
+    if tokenizer_fingerprint(tokenizer, DataConfig.from_dict(data)) != stored:
+        trained_on = (configs.get("tokenizer_spec") or {}).get("checkpoint") or "another tokenizer"
+        raise ValueError(f"the generator in {str(generator_dir)!r} was trained on the latents of {trained_on}, not "
+                         "of this tokenizer (other weights, or its online weights instead of the EMA): its samples "
+                         "would decode to meaningless images. Pass the tokenizer it was trained with")

@@ -19,7 +19,7 @@ import os
 import sys
 
 from . import bench, doctor, evaluate, run, train
-from .errors import CliError, is_user_error
+from .errors import CliError, user_message
 
 __all__ = ["main", "build_parser", "CliError"]
 
@@ -41,9 +41,10 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return int(args.func(args) or 0)
     except Exception as e:
-        if os.environ.get("LDETOK_DEBUG") or not is_user_error(e):
+        message = user_message(e)
+        if os.environ.get("LDETOK_DEBUG") or message is None:
             raise
-        print(f"ldetok-lite: error: {e}", file=sys.stderr)
+        print(f"ldetok-lite: error: {message}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("ldetok-lite: interrupted", file=sys.stderr)

@@ -26,7 +26,7 @@ from ..experiments.table import format_table
 from ..io import parse_overrides, write_json_atomic
 from ..presets import GENERATOR_FAMILIES, PLAN_NAMES, SWEEP_FAMILIES, TOKENIZER_ORDER, compare_plan
 from ..training.accel import fast_cuda, mfu, peak_flops
-from .errors import CliError
+from .errors import CliError, check_out_dir, check_out_file
 
 # ---------------------------------------------------------------------------- tokenizer
 
@@ -201,7 +201,9 @@ def run_compare(args) -> int:
     plan = compare_plan(args.plan, warm_start_steps=args.warm_start_steps, num_images=args.num_images,
                         overrides=parse_overrides(args.overrides, "--set") or None,
                         decoder_finetune_steps=args.decoder_finetune_steps)
-    out = args.out or f"runs/compare-{plan.name}"
+    out = str(check_out_dir(args.out or f"runs/compare-{plan.name}"))
+    if args.cache_dir:
+        check_out_dir(args.cache_dir, "--cache-dir")
     print(f"[compare] plan {plan.name}: seeds {list(seeds)}, tokenizers {args.tokenizers}, generators "
           f"{args.generators}{', sweeps ' + str(args.sweep_generators) if args.sweeps else ''} -> {out}")
     res = run_comparison(plan, seeds=seeds, out_dir=out, cache_dir=args.cache_dir, tokenizers=args.tokenizers,
@@ -245,6 +247,8 @@ def run_speed(args) -> int:
         torch.set_num_threads(args.threads)
     if args.steps < 1 or args.tok_batch < 1 or args.gen_batch < 1:
         raise CliError("--steps, --tok-batch and --gen-batch must be >= 1")
+    if args.json:
+        check_out_file(args.json, "--json")
     dev = pick_device(args.device)
     modes = [m.strip() for m in args.modes.split(",") if m.strip()]
     bad = [m for m in modes if m not in MODES]

@@ -26,10 +26,11 @@ from pathlib import Path
 from ..checkpoint import CheckpointError, read_config
 from ..config import DataConfig
 from ..device import pick_device
-from ..evaluation import EvaluateError, evaluate_protocol, evaluate_tokenizer, get_feature_net
+from ..evaluation import EvaluateError, evaluate_protocol, evaluate_tokenizer, get_feature_net, load_fid_stats
 from ..io import write_json_atomic
 from ..presets import PRESET_NAMES, eval_protocol, load_preset
-from ..pretrained import from_pretrained, load_latent_stats
+from ..pretrained import check_tokenizer_of, from_pretrained, load_latent_stats
+from .errors import check_out_file
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -91,8 +92,15 @@ def _check_options(args) -> None:
         _fail(f"--steps {args.steps} must be >= 0 (0 = the family's default)")
     if args.temperature is not None and not args.temperature > 0:
         _fail(f"--temperature {args.temperature} must be > 0")
-    if args.ref_stats and args.ref_stats not in ("adm", "train") and not Path(args.ref_stats).is_file():
-        _fail(f"--ref-stats {args.ref_stats!r} does not exist; allowed: adm, train or the path of an .npz")
+    if args.ref_stats and args.ref_stats not in ("adm", "train"):
+        if not Path(args.ref_stats).is_file():
+            _fail(f"--ref-stats {args.ref_stats!r} does not exist; allowed: adm, train or the path of an .npz")
+        try:  # a truncated or foreign file fails now, not after the samples are made
+            load_fid_stats(args.ref_stats)
+        except ValueError as e:
+            _fail(f"--ref-stats: {e}")
+    if args.out:
+        check_out_file(args.out)
     if args.search_images is not None and args.search_images < 2:
         _fail(f"--search-images {args.search_images} must be >= 2 (FID needs a covariance)")
 
@@ -163,6 +171,11 @@ def run(args) -> int:
             if not tok_dir or not Path(tok_dir).is_dir():
                 _fail("the generator's samples need a tokenizer to decode them: pass --tokenizer DIR")
     tokenizer, tok_cfg = _load(tok_dir, "tokenizer", args.which, device)
+    if generator is not None:
+        try:  # a generator decoded by another tokenizer gives a meaningless gFID
+            check_tokenizer_of(args.generator, tokenizer)
+        except ValueError as e:
+            _fail(f"{e} (--tokenizer {str(tok_dir)!r}, --which {args.which})")
     data = _data_config(args, preset, gen_cfg or tok_cfg)
     net = _feature_net(args, preset, data)
     results["feature_net"] = net.key

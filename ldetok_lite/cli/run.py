@@ -7,6 +7,8 @@ import time
 from pathlib import Path
 
 import papermill as pm
+from jupyter_client.kernelspec import KernelSpecManager
+from nbclient.exceptions import CellTimeoutError
 from papermill.engines import NBClientEngine, papermill_engines
 from papermill.exceptions import PapermillExecutionError
 
@@ -15,7 +17,7 @@ from ..device import pick_device
 from ..io import parse_value, repo_root
 from ..notebook import COMMON_PARAMETERS, check_parameters
 from ..presets import PRESET_NAMES, load_preset
-from .errors import CliError
+from .errors import CliError, check_out_dir
 
 SERIES_GLOB = "[0-1][0-9]_*.ipynb"  # the learning series; 2x notebooks are full-scale research runs
 
@@ -29,6 +31,8 @@ def notebooks_dir() -> Path:
 
 def find_notebooks(names: list[str]) -> list[Path]:
     """Resolve notebook names ('01', '01_latent_corruption', a path) in series order."""
+    if names and all(Path(n).suffix == ".ipynb" and Path(n).is_file() for n in names):
+        return [Path(n) for n in names]  # explicit notebook files: no checkout needed
     nb_dir = notebooks_dir()
     if not names:
         found = sorted(nb_dir.glob(SERIES_GLOB))
@@ -100,6 +104,14 @@ def _logging_engine():
     return CellLogEngine
 
 
+def _check_kernel(kernel: str) -> None:
+    """An unknown Jupyter kernel is a one-line error before any notebook starts."""
+    names = sorted(KernelSpecManager().find_kernel_specs())
+    if kernel not in names:
+        raise CliError(f"--kernel {kernel!r} is not installed; installed: {', '.join(names) or 'none'} "
+                       "(`jupyter kernelspec list`; `make install` registers python3)")
+
+
 def run_notebooks(notebooks: list[Path], out: Path, preset: str, seed: int = 0, params: dict | None = None,
                   kernel: str = "python3", verbose: bool = False, timeout: int | None = None) -> list[Path]:
     """Execute ``notebooks`` in order into ``out``; stop at the first failure (raises CliError)."""
@@ -114,8 +126,14 @@ def run_notebooks(notebooks: list[Path], out: Path, preset: str, seed: int = 0, 
     check_parameters({k: v for k, v in common.items() if k in COMMON_PARAMETERS})
     if params.get("device"):
         pick_device(params["device"])  # e.g. cuda asked for on a machine without it
-    papermill_engines.register("ldetok-cells", _logging_engine())
+    _check_kernel(kernel)
+    check_out_dir(out)
     out.mkdir(parents=True, exist_ok=True)
+    for nb in notebooks:
+        if (out / nb.name).is_symlink():
+            raise CliError(f"{out / nb.name} is a symbolic link; the kit does not write through links (remove it "
+                           "or choose another --out)")
+    papermill_engines.register("ldetok-cells", _logging_engine())
     cache_dir = out / "cache"
     written = []
     for nb in notebooks:
@@ -137,6 +155,9 @@ def run_notebooks(notebooks: list[Path], out: Path, preset: str, seed: int = 0, 
             first = str(e.evalue).splitlines()[0][:200] if e.evalue else ""
             raise CliError(f"{nb.stem} failed at cell {e.exec_count} ({e.ename}: {first}); "
                            f"the executed notebook with the traceback is {target}") from None
+        except CellTimeoutError:
+            raise CliError(f"{nb.stem}: a cell ran longer than --timeout {timeout} s and was stopped; raise --timeout "
+                           f"(or leave it out: no limit). The partly executed notebook is {target}") from None
         print(f"[{nb.stem}] done in {time.time() - t0:.1f}s", flush=True)
         written.append(target)
     return written

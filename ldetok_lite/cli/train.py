@@ -19,6 +19,7 @@ from ..io import parse_overrides
 from ..presets import PRESET_NAMES, TOKENIZER_VARIANTS, load_preset, tokenizer_recipe
 from ..pretrained import from_pretrained
 from ..training import distributed, train_generator, train_tokenizer
+from .errors import check_out_dir
 
 MULTI_GPU_HELP = """\
 multi-GPU and multi-node (torchrun, DDP; batch_size is the GLOBAL batch, split over the processes):
@@ -48,7 +49,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="a whole preset saved as JSON (Preset.save_json; the notebooks 20-22 write one); "
                              "replaces --preset")
     common.add_argument("--out", required=True, help="run directory (checkpoints, metrics.jsonl, samples)")
-    common.add_argument("--seed", type=int, default=0)
+    common.add_argument("--seed", type=int, default=None,
+                        help="seed of the data, the model and the training (default: the preset's, 0); an explicit "
+                             "--set ...seed=N wins over it")
     common.add_argument("--device", default="auto")
     common.add_argument("--set", dest="overrides", action="append", metavar="GROUP.KEY=VALUE",
                         help="override a preset value, e.g. tokenizer.gamma=2.0 (repeatable)")
@@ -80,7 +83,9 @@ def _preset(args):
         if not Path(args.data_dir).is_dir():
             raise ConfigError(f"--data-dir {args.data_dir!r} does not exist")
         flat["data.data_dir"] = args.data_dir
-    flat.update({"data.seed": args.seed, "tokenizer_train.seed": args.seed, "generator_train.seed": args.seed})
+    if args.seed is not None:  # every seed the --set items did not name
+        for key in ("data.seed", "tokenizer_train.seed", "generator_train.seed"):
+            flat.setdefault(key, args.seed)
     return preset.override(**flat)
 
 
@@ -95,7 +100,7 @@ def run(args) -> int:
 
 def _run(args, info) -> int:
     preset = _preset(args)
-    out = Path(args.out)
+    out = check_out_dir(args.out) if info.is_main else Path(args.out)
     quiet = lambda *a, **k: None  # noqa: E731
     dist_kw = dict(rank=info.rank, world_size=info.world_size, log=print if info.is_main else quiet)
     device = info.device if info.backend is not None else args.device
@@ -110,7 +115,7 @@ def _run(args, info) -> int:
         if name is None:  # --config: the file's own settings
             tok_cfg, train_cfg = preset.tokenizer, preset.tokenizer_train
         else:  # the variant's recipe; explicit --set tokenizer.* values win over it
-            tok_cfg, train_cfg, _ = tokenizer_recipe(preset, name, args.seed)
+            tok_cfg, train_cfg, _ = tokenizer_recipe(preset, name, preset.tokenizer_train.seed)
             explicit = {k.split(".", 1)[1]: getattr(preset.tokenizer, k.split(".", 1)[1])
                         for k in parse_overrides(args.overrides, "--set") if k.startswith("tokenizer.")}
             tok_cfg = tok_cfg.replace(**explicit)

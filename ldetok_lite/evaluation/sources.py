@@ -24,6 +24,7 @@ from torch_fidelity import GenerativeModelBase
 from .. import _compat
 from ..device import autocast
 from ..generators import decode_latents
+from ..io import atomic_write
 
 __all__ = ["QUANTIZE", "IMAGE_EXTENSIONS", "to_uint8", "ImageStream", "check_count", "prepare", "save_png_folder",
            "reconstruction_source", "class_balanced_labels", "generator_source"]
@@ -207,7 +208,7 @@ def save_png_folder(images: torch.Tensor, folder: str | Path, start: int = 0, qu
     paths = []
     for i, arr in enumerate(u8):
         p = folder / f"{start + i:06d}.png"
-        Image.fromarray(arr).save(p)
+        atomic_write(p, lambda f, arr=arr: Image.fromarray(arr).save(f, format="PNG"))  # never through a link
         paths.append(p)
     return paths
 

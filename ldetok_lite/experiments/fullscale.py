@@ -28,7 +28,7 @@ from typing import Callable
 
 from .. import checkpoint as ckpt
 from ..config import Preset, TrainConfig
-from ..io import parse_overrides, read_jsonl, repo_root, write_json_atomic
+from ..io import open_append, parse_overrides, read_jsonl, repo_root, write_json_atomic
 from ..presets import decoder_finetune, tokenizer_recipe
 from ..training import train_generator, train_tokenizer
 
@@ -139,7 +139,7 @@ def stream_subprocess(cmd: list[str], log_path: Path, log: Callable = print, env
     root = str(repo_root())
     full_env["PYTHONPATH"] = root + (os.pathsep + full_env["PYTHONPATH"] if full_env.get("PYTHONPATH") else "")
     tail: deque[str] = deque(maxlen=40)
-    with open(log_path, "a") as f:
+    with os.fdopen(open_append(log_path), "a") as f:  # never through a planted link
         f.write(f"$ {shlex.join(cmd)}\n")
         proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, bufsize=1,
                                 cwd=root, env=full_env)

@@ -9,12 +9,13 @@
 
 from .batches import ImageSource, IndexStream, isolated_rng, rng_state, set_rng_state, step_rng
 from .generator import channel_stats, compute_latent_stats, encode_moments, tokenizer_fingerprint, train_generator
-from .loop import NonFiniteLossError, TrainResult
+from .loop import RUN_MARKER, NonFiniteLossError, OutDirError, TrainResult
 from .optim import EMA, lr_at, make_optimizer, no_decay_names, param_groups
 from .tokenizer import build_tokenizer, freeze_encoder, train_tokenizer
 
 __all__ = [
-    "TrainResult", "NonFiniteLossError", "train_tokenizer", "train_generator", "build_tokenizer", "freeze_encoder",
+    "TrainResult", "NonFiniteLossError", "OutDirError", "RUN_MARKER", "train_tokenizer", "train_generator",
+    "build_tokenizer", "freeze_encoder",
     "lr_at", "EMA", "param_groups", "no_decay_names", "make_optimizer", "compute_latent_stats", "channel_stats",
     "encode_moments", "tokenizer_fingerprint", "IndexStream", "ImageSource", "rng_state", "set_rng_state",
     "isolated_rng", "step_rng",

@@ -10,8 +10,6 @@ are computed once and cached; each step then samples μ + σ·ε from them, the 
 
 from __future__ import annotations
 
-import hashlib
-import json
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -27,23 +25,11 @@ from ..device import autocast, pick_device, seed_everything
 from ..generators import create_generator, decode_latents
 from ..generators.base import resolve_name
 from ..io import save_tensors_atomic
-from ..pretrained import LATENT_STATS_FILE
+from ..pretrained import LATENT_STATS_FILE, tokenizer_fingerprint
 from .batches import ImageSource, flip_mask, isolated_rng, step_rng
 from .loop import Job, TrainResult, check_config_types, fit, save_sample_figure
 
 __all__ = ["tokenizer_fingerprint", "encode_moments", "channel_stats", "compute_latent_stats", "train_generator"]
-
-
-def tokenizer_fingerprint(tokenizer: nn.Module, data_cfg: DataConfig) -> str:
-    """16 hex digits naming a tokenizer's weights and the data it encodes (latent caches, and the
-    check that a generator is decoded by the tokenizer it was trained on)."""
-    h = hashlib.sha256()
-    h.update(json.dumps(getattr(tokenizer, "spec", None), sort_keys=True).encode())
-    h.update(json.dumps(data_cfg.to_dict(), sort_keys=True).encode())
-    for k, v in sorted(tokenizer.state_dict().items()):
-        h.update(k.encode())
-        h.update(v.detach().cpu().contiguous().view(-1).view(torch.uint8).numpy().tobytes())
-    return h.hexdigest()[:16]
 
 
 @torch.no_grad()

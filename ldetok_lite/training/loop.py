@@ -40,20 +40,49 @@ from tqdm.auto import tqdm
 from .. import checkpoint as ckpt
 from ..config import TrainConfig, diff_configs
 from ..device import autocast, seed_everything
-from ..io import append_jsonl, read_jsonl, write_jsonl_atomic
+from ..io import append_jsonl, read_jsonl, write_json_atomic, write_jsonl_atomic
 from ..viz import labelled_grid, save_figure
 from . import distributed as du
 from .accel import compile_blocks
 from .batches import ImageSource, IndexStream, isolated_rng, rng_state, set_rng_state
 from .optim import EMA, lr_at, make_optimizer
 
-__all__ = ["TrainResult", "NonFiniteLossError", "Job", "fit", "PROGRESS_MODES", "RESUMABLE_CHANGES",
-           "check_config_types", "save_sample_figure"]
+__all__ = ["TrainResult", "NonFiniteLossError", "OutDirError", "Job", "fit", "PROGRESS_MODES", "RESUMABLE_CHANGES",
+           "RUN_MARKER", "claim_out_dir", "check_config_types", "save_sample_figure"]
 
 PROGRESS_MODES = ("auto", "tqdm", "log", "none")
 #: run settings that may change between a run and its resumption (everything else must match)
 RESUMABLE_CHANGES = frozenset({"steps", "log_every", "eval_every", "ckpt_every", "num_workers", "compile",
                                "checkpoint"})
+
+
+#: written into every out_dir this loop trains in: what the kit may clean up there is its own
+RUN_MARKER = ".ldetok-run.json"
+#: the names the loop writes directly under out_dir
+RUN_FILES = ("metrics.jsonl", ckpt.CKPT_SUBDIR, "samples")
+
+
+class OutDirError(ValueError):
+    """``out_dir`` holds files this kit's training did not write; nothing there was changed."""
+
+
+def claim_out_dir(out_dir: Path, resuming: bool) -> None:
+    """Make ``out_dir`` a run folder of the kit (:data:`RUN_MARKER`). A fresh run (no checkpoint to
+    resume) starts over only in a folder the kit marked: it then drops its own ``metrics.jsonl``.
+    A folder that holds the loop's file names without the marker is refused (:class:`OutDirError`),
+    so a user's files are never deleted or overwritten."""
+    marker = out_dir / RUN_MARKER
+    if not resuming:
+        found = [n for n in RUN_FILES if (out_dir / n).exists() or (out_dir / n).is_symlink()]
+        if found and not marker.is_file():
+            raise OutDirError(
+                f"out_dir {str(out_dir)!r} already holds {', '.join(found)}, not written by a training run of this "
+                f"kit (no checkpoint to resume and no {RUN_MARKER}); nothing was changed. Choose another out_dir, or "
+                "delete those files if they are leftovers")
+        if (out_dir / "metrics.jsonl").is_file():
+            (out_dir / "metrics.jsonl").unlink()  # our run that never reached its first checkpoint starts over
+    if not marker.is_file():
+        write_json_atomic(marker, {"kind": "ldetok_lite training run", "created": time.strftime("%Y-%m-%d %H:%M:%S")})
 
 
 class NonFiniteLossError(RuntimeError):
@@ -147,9 +176,17 @@ def fit(job: Job) -> TrainResult:
     step, elapsed_before, resumed_from = 0, 0.0, None
 
     # ---------------------------------------------------------------- resume
-    latest = ckpt.latest_checkpoint(out_dir, log=log) if main else None
+    latest, refused = None, None
+    if main:
+        latest = ckpt.latest_checkpoint(out_dir, log=log)
+        try:
+            claim_out_dir(out_dir, resuming=latest is not None)
+        except OutDirError as e:
+            refused = str(e)
     if multi:  # rank 0 chooses (and verifies) the checkpoint every rank loads
-        latest = du.broadcast_object(latest)
+        latest, refused = du.broadcast_object((latest, refused))
+    if refused:
+        raise OutDirError(refused)
     if latest is not None:
         payload = json.loads((latest / ckpt.CONFIG_FILE).read_text())
         diff = diff_configs(payload.get("configs", {}), job.configs, ignore=RESUMABLE_CHANGES)
@@ -184,8 +221,6 @@ def fit(job: Job) -> TrainResult:
             rows = [r for r in read_jsonl(metrics_path) if r.get("step", 0) <= step]
             write_jsonl_atomic(metrics_path, rows)
         log(f"resuming from {latest} (step {step}/{train_cfg.steps})")
-    elif metrics_path.exists() and main:
-        metrics_path.unlink()  # a run that never reached its first checkpoint starts over
     if multi:
         du.barrier()
     if job.data_source is not None:
@@ -328,9 +363,7 @@ def fit(job: Job) -> TrainResult:
         if train_cfg.eval_every and step % train_cfg.eval_every == 0 and step < train_cfg.steps:
             run_eval(step)
         if step == train_cfg.steps or stop or (train_cfg.ckpt_every and step % train_cfg.ckpt_every == 0):
-            if step == train_cfg.steps:
-                final_metrics = run_eval(step)
-            last_ckpt = save(step) or last_ckpt
+            last_ckpt = save(step) or last_ckpt  # saved before the final evaluation: a failing one loses nothing
         if stop:
             stopped_early = True
             log(f"stopped by the callback at step {step}; checkpoint {last_ckpt}")
@@ -343,6 +376,9 @@ def fit(job: Job) -> TrainResult:
     if multi:  # every rank returns rank 0's checkpoint path
         shared = du.broadcast_object(str(last_ckpt) if last_ckpt is not None else None)
         last_ckpt = Path(shared) if shared else None
+    done_eval = any(r.get("split") == "val" and r.get("step") == step for r in history)
+    if step == train_cfg.steps and not stopped_early and not done_eval:
+        final_metrics = run_eval(step)  # also when a resumed, finished run's evaluation failed the first time
     if not final_metrics:
         for r in reversed(history):
             if r.get("split") == "val":
