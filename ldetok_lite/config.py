@@ -19,6 +19,8 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any, ClassVar
 
+import torch
+
 from . import _compat
 from .io import write_text_atomic
 
@@ -175,6 +177,51 @@ def _check_choice(obj, name, choices):
 
 DATASETS = ("shapes", "photos", "cifar10", "mnist", "imagefolder")
 
+#: the most memory an in-memory dataset may take (``shapes`` keeps every image as uint8)
+MAX_DATASET_BYTES = 8 * 2**30
+#: the most optimisation steps a run may ask for
+MAX_STEPS = 10**9
+#: the most parameters a tokenizer or generator may have (80 GB in float32)
+MAX_PARAMS = 20_000_000_000
+
+
+def check_num_params(build, call: str, sized: dict) -> None:
+    """When size options were given (``sized``: name -> value), build the model with ``build()`` on
+    the meta device (nothing is allocated) and raise ``ConfigError`` past :data:`MAX_PARAMS`
+    parameters and buffers, naming ``call`` and the options. Skipped inside ``with torch.device("meta"):``."""
+    if not sized or torch.get_default_device().type == "meta":
+        return
+    with torch.device("meta"):
+        model = build()
+    n = sum(t.numel() for t in (*model.parameters(), *model.buffers()))
+    if n > MAX_PARAMS:
+        given = ", ".join(f"{k}={v!r}" for k, v in sized.items())
+        raise ConfigError(f"{call} with {given} would have {n:,} parameters and buffers ({n * 4 / 2**30:,.0f} GiB "
+                          f"in float32); allowed at most {MAX_PARAMS:,}: lower {', '.join(sized)}")
+
+
+def dataset_bytes(dataset: str, num: int, img_size: int) -> int:
+    """Bytes an embedded dataset of ``num`` images holds in memory: ``shapes`` stores every image
+    (``num·3·img_size²`` uint8), ``photos`` a label and a crop box per image (20 bytes), the
+    others read files on demand (0)."""
+    if dataset == "shapes":
+        return num * 3 * img_size * img_size
+    if dataset == "photos":
+        return num * 20
+    return 0
+
+
+def check_dataset_size(dataset: str, num: int, img_size: int, name: str = "num", error=None) -> None:
+    """Raise ``error`` (a ``ValueError`` class; default ``ConfigError``) when ``num`` images of
+    ``dataset`` would need more than :data:`MAX_DATASET_BYTES`, before anything is allocated."""
+    need = dataset_bytes(dataset, num, img_size)
+    if need > MAX_DATASET_BYTES:
+        most = MAX_DATASET_BYTES // max(1, dataset_bytes(dataset, 1, img_size))
+        raise (error or ConfigError)(
+            f"{name}={num} is too large: {num} {dataset} images of {img_size}x{img_size} would need "
+            f"{need / 2**30:.1f} GiB of memory; allowed at most {most} images at this size "
+            f"({MAX_DATASET_BYTES // 2**30} GiB)")
+
 
 @dataclass(frozen=True)
 class DataConfig(Config):
@@ -194,6 +241,8 @@ class DataConfig(Config):
         _check_choice(self, "img_size", (16, 32, 64, 128, 256, 512))
         _check_range(self, "num_train", lo=1)
         _check_range(self, "num_val", lo=0)
+        for name in ("num_train", "num_val"):
+            check_dataset_size(self.dataset, getattr(self, name), self.img_size, f"DataConfig.{name}")
         _check_range(self, "num_workers", lo=0)
         _check_range(self, "seed", lo=0)
 
@@ -274,7 +323,7 @@ class TrainConfig(Config):
     seed: int = 0
 
     def validate(self):
-        _check_range(self, "steps", lo=1)
+        _check_range(self, "steps", lo=1, hi=MAX_STEPS)
         _check_range(self, "batch_size", lo=1)
         _check_range(self, "blr", lo=0.0)
         _check_range(self, "lr", lo=0.0)
@@ -285,7 +334,7 @@ class TrainConfig(Config):
         _check_range(self, "beta1", lo=0.0, hi=1.0, hi_open=True)
         _check_range(self, "beta2", lo=0.0, hi=1.0, hi_open=True)
         _check_range(self, "grad_clip", lo=0.0)
-        _check_range(self, "ema_decay", lo=0.0, hi=1.0)
+        _check_range(self, "ema_decay", lo=0.0, hi=1.0, hi_open=True)  # 1 would keep the EMA at its init
         _check_range(self, "grad_accum", lo=1)
         for name in ("log_every", "eval_every", "ckpt_every"):
             _check_range(self, name, lo=0)

@@ -58,6 +58,14 @@ def _check_gamma(gamma) -> float:
     return float(gamma)
 
 
+def _check_latent(z) -> torch.Tensor:
+    if not isinstance(z, torch.Tensor):
+        raise TypeError(f"z must be a tensor, got {type(z).__name__}")
+    if not z.is_floating_point():
+        raise TypeError(f"z must be a floating tensor (the latents), got dtype {z.dtype}")
+    return z
+
+
 def _float32_at_least(z: torch.Tensor) -> torch.Tensor:
     """``z`` in float32 when it is bf16/fp16: τ, ε and the mix are float32 under autocast, as in
     the official code (``torch.rand``/``torch.randn`` default to float32 and promote the latent)."""
@@ -72,11 +80,12 @@ def _tau_for(z: torch.Tensor, tau) -> torch.Tensor | float:
         return float(tau)
     if not isinstance(tau, torch.Tensor):
         raise TypeError(f"tau must be a float or a tensor of shape [B], got {type(tau).__name__}")
-    if tau.numel() == 0 or not torch.is_floating_point(tau):
+    if (tau.numel() == 0 and z.numel() != 0) or not torch.is_floating_point(tau):
         raise ValueError(f"tau must be a non-empty floating tensor, got dtype {tau.dtype} shape {tuple(tau.shape)}")
-    lo, hi = float(tau.min()), float(tau.max())
-    if not (0.0 <= lo and hi <= 1.0):
-        raise ValueError(f"tau has values in [{lo:.4g}, {hi:.4g}], out of range; allowed [0, 1]")
+    if not tau.is_meta and tau.numel():  # meta tensors carry no values to check
+        lo, hi = float(tau.min()), float(tau.max())
+        if not (0.0 <= lo and hi <= 1.0):
+            raise ValueError(f"tau has values in [{lo:.4g}, {hi:.4g}], out of range; allowed [0, 1]")
     if tau.ndim == 0:
         return tau.to(device=z.device, dtype=z.dtype)
     if tau.ndim == 1:
@@ -116,8 +125,7 @@ def interpolative_noise(z, tau, gamma, noise=None, rng=None) -> torch.Tensor:
     the result is pure noise γ·ε whatever ``z`` is: the signal is truly destroyed. A bf16/fp16 ``z``
     (autocast) gives a float32 result: τ, ε and the mix are computed in float32.
     """
-    if not isinstance(z, torch.Tensor):
-        raise TypeError(f"z must be a tensor, got {type(z).__name__}")
+    _check_latent(z)
     gamma = _check_gamma(gamma)
     z = _float32_at_least(z)
     tau = _tau_for(z, tau)
@@ -129,8 +137,7 @@ def interpolative_noise(z, tau, gamma, noise=None, rng=None) -> torch.Tensor:
 def additive_noise(z, tau, gamma, noise=None, rng=None) -> torch.Tensor:
     """``z + τ·γ·ε``: the additive ablation (official ``DeTok.encode``). Arguments as in
     :func:`interpolative_noise`. The signal ``z`` survives at every τ, only diluted."""
-    if not isinstance(z, torch.Tensor):
-        raise TypeError(f"z must be a tensor, got {type(z).__name__}")
+    _check_latent(z)
     gamma = _check_gamma(gamma)
     z = _float32_at_least(z)
     tau = _tau_for(z, tau)
@@ -179,6 +186,9 @@ def random_mask_indices(batch_size, num_tokens, ratio, noise=None, rng=None, dev
     """
     if not _is_number(ratio) or not 0.0 <= ratio < 1.0:
         raise ValueError(f"ratio={ratio!r} is out of range; allowed [0, 1)")
+    for name, value, lo in (("batch_size", batch_size, 0), ("num_tokens", num_tokens, 1)):
+        if not isinstance(value, int) or isinstance(value, bool) or value < lo:
+            raise ValueError(f"{name}={value!r} is out of range; allowed an int >= {lo}")
     if noise is None:
         noise = _draw("rand", (batch_size, num_tokens), rng, device)
     elif not isinstance(noise, torch.Tensor) or tuple(noise.shape) != (batch_size, num_tokens):
@@ -209,7 +219,9 @@ def random_mask(tokens, ratio, noise=None, rng=None):
     if not isinstance(tokens, torch.Tensor) or tokens.ndim < 2:
         raise ValueError("tokens must be a tensor of shape (B, N, ...)")
     b, n = tokens.shape[:2]
+    if n == 0:
+        raise ValueError(f"tokens has shape {tuple(tokens.shape)} with no tokens; allowed (B, N, ...) with N >= 1")
     ids_keep, mask, ids_restore = random_mask_indices(b, n, ratio, noise, rng, tokens.device)
-    index = ids_keep.reshape(b, -1, *([1] * (tokens.ndim - 2))).expand(-1, -1, *tokens.shape[2:])
+    index = ids_keep.reshape(*ids_keep.shape, *([1] * (tokens.ndim - 2))).expand(-1, -1, *tokens.shape[2:])
     kept = torch.gather(tokens, 1, index)
     return kept, mask.to(tokens.dtype) if tokens.is_floating_point() else mask, ids_restore

@@ -22,10 +22,10 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from PIL import Image
+from PIL import Image, ImageOps
 from torch.utils.data import DataLoader, Dataset
 
-from .config import DataConfig
+from .config import DataConfig, check_dataset_size
 from .io import repo_root
 
 SHAPES = ("circle", "square", "triangle", "ring", "cross")
@@ -141,6 +141,7 @@ class ShapesDataset(Dataset):
             raise DataError(f"img_size={img_size!r} is not supported; allowed 16, 32, 64, 128, 256, 512")
         if split not in ("train", "val"):
             raise DataError(f"split={split!r} is not known; allowed 'train', 'val'")
+        check_dataset_size("shapes", num, img_size, "num", DataError)
         self.img_size, self.seed, self.split, self.hflip = img_size, seed, split, hflip
         g = torch.Generator().manual_seed(seed + (_VAL_SEED_OFFSET if split == "val" else 0))
         labels = torch.arange(num) % self.num_classes
@@ -194,8 +195,11 @@ class PhotoCropDataset(Dataset):
 
     def __init__(self, num: int = 2000, img_size: int = 32, seed: int = 0, split: str = "train",
                  hflip: bool = False):
+        if not isinstance(num, int) or isinstance(num, bool) or num < 1:
+            raise DataError(f"num={num!r} must be a positive int")
         if split not in ("train", "val"):
             raise DataError(f"split={split!r} is not known; allowed 'train', 'val'")
+        check_dataset_size("photos", num, img_size, "num", DataError)
         self.photos = [torch.from_numpy(_load_photo(n)).permute(2, 0, 1).float() / 255.0 for n in PHOTO_NAMES]
         self.num_classes = len(self.photos)
         self.classes = PHOTO_NAMES
@@ -239,6 +243,31 @@ def center_crop_arr(pil_image: Image.Image, image_size: int) -> np.ndarray:
     return arr[cy:cy + image_size, cx:cx + image_size]
 
 
+_EXIF_ORIENTATION = 0x0112
+
+
+def to_rgb(im: Image.Image) -> Image.Image:
+    """A PIL image as the 8-bit RGB picture it shows: EXIF orientation applied, 16-bit grey ("I;16",
+    "I") scaled from [0, 65535], transparency composited onto white. Plain RGB/L/CMYK images take the
+    same path as ``im.convert("RGB")``."""
+    if im.getexif().get(_EXIF_ORIENTATION, 1) != 1:
+        im = ImageOps.exif_transpose(im)
+    if im.mode.startswith("I;16") or im.mode == "I":  # PNG 16-bit grey: full scale is 65535
+        arr = np.asarray(im, dtype=np.float64)
+        im = Image.fromarray(np.clip(np.round(arr * (255.0 / 65535.0)), 0, 255).astype(np.uint8), "L")
+    if im.mode in ("RGBA", "LA", "PA", "La", "RGBa") or "transparency" in im.info:
+        rgba = im.convert("RGBA")
+        im = Image.alpha_composite(Image.new("RGBA", rgba.size, (255, 255, 255, 255)), rgba)
+    return im.convert("RGB")
+
+
+def read_image(path: str | Path, img_size: int) -> torch.Tensor:
+    """An image file as a (3, img_size, img_size) float tensor in [0, 1]: :func:`to_rgb`, then the
+    paper's center crop (:func:`center_crop_arr`)."""
+    with Image.open(path) as im:
+        return _to_tensor(center_crop_arr(to_rgb(im), img_size))
+
+
 def _to_tensor(arr: np.ndarray) -> torch.Tensor:
     return torch.from_numpy(np.ascontiguousarray(arr)).permute(2, 0, 1).float() / 255.0
 
@@ -278,8 +307,7 @@ class ImageFolderDataset(Dataset):
         return len(self.samples)
 
     def _read(self, path: str) -> torch.Tensor:
-        with Image.open(path) as im:
-            return _to_tensor(center_crop_arr(im.convert("RGB"), self.img_size))
+        return read_image(path, self.img_size)
 
     def __getitem__(self, i):
         for attempt in range(len(self.samples)):

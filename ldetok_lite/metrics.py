@@ -10,6 +10,9 @@ Used in ``notebooks/03_train_tokenizer.ipynb`` and ``04_latent_explorer.ipynb``.
 
 from __future__ import annotations
 
+import math
+import numbers
+
 import torch
 import torch.nn.functional as F
 
@@ -26,6 +29,11 @@ def _check_pair(x: torch.Tensor, y: torch.Tensor, name_x: str = "x", name_y: str
             raise TypeError(f"{name} must be a float tensor in [0, 1], got dtype {t.dtype}")
         if t.dim() not in (3, 4):
             raise ValueError(f"{name} must have shape (B, C, H, W) or (C, H, W), got {tuple(t.shape)}")
+        if t.numel() == 0:
+            raise ValueError(f"{name} is empty (shape {tuple(t.shape)}); allowed at least one image of at "
+                             "least one pixel")
+        if t.is_meta:
+            raise ValueError(f"{name} is on the meta device (no values); allowed a tensor on the CPU or a GPU")
     if x.dim() == 3:
         x = x.unsqueeze(0)
     if y.dim() == 3:
@@ -35,6 +43,12 @@ def _check_pair(x: torch.Tensor, y: torch.Tensor, name_x: str = "x", name_y: str
     if not (torch.isfinite(x).all() and torch.isfinite(y).all()):
         raise ValueError(f"{name_x}/{name_y} contain NaN or Inf values")
     return x.float(), y.float().to(x.device)
+
+
+def _check_positive(name: str, value) -> float:
+    if not isinstance(value, numbers.Real) or isinstance(value, bool) or not math.isfinite(value) or value <= 0:
+        raise ValueError(f"{name}={value!r} is out of range; allowed a finite float > 0")
+    return float(value)
 
 
 def _reduce(v: torch.Tensor, reduction: str) -> torch.Tensor:
@@ -51,8 +65,7 @@ def psnr(x: torch.Tensor, y: torch.Tensor, data_range: float = 1.0, reduction: s
     """
     if reduction not in REDUCTIONS:
         raise ValueError(f"reduction={reduction!r} is not known; allowed: {', '.join(REDUCTIONS)}")
-    if not data_range > 0:
-        raise ValueError(f"data_range={data_range!r} must be > 0")
+    _check_positive("data_range", data_range)
     x, y = _check_pair(x, y)
     if reduction == "batch":
         mse = F.mse_loss(x, y).clamp_min(1e-10 * data_range**2)
@@ -78,8 +91,10 @@ def ssim(x: torch.Tensor, y: torch.Tensor, data_range: float = 1.0, win_size: in
     """
     if reduction not in ("mean", "none"):
         raise ValueError(f"reduction={reduction!r} is not known; allowed: mean, none")
-    if win_size % 2 != 1 or win_size < 3:
+    if not isinstance(win_size, int) or isinstance(win_size, bool) or win_size % 2 != 1 or win_size < 3:
         raise ValueError(f"win_size={win_size!r} must be an odd integer >= 3")
+    for name, value in (("data_range", data_range), ("sigma", sigma), ("k1", k1), ("k2", k2)):
+        _check_positive(name, value)
     x, y = _check_pair(x, y)
     b, c, h, w = x.shape
     if h < win_size or w < win_size:

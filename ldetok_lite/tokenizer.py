@@ -25,7 +25,10 @@ import torch
 from torch import nn
 
 from . import _compat
+from .config import check_num_params, suggest
 from .corruption import (
+    _check_gamma,
+    _tau_for,
     additive_noise,
     interpolative_noise,
     random_mask_indices,
@@ -34,15 +37,7 @@ from .corruption import (
 )
 from .layers import Block, RMSNorm, rope_table, swiglu_hidden
 
-__all__ = [
-    "DeTok",
-    "Encoder",
-    "Decoder",
-    "DiagonalGaussian",
-    "TOKENIZERS",
-    "SIZES",
-    "create_tokenizer",
-]
+__all__ = ["DeTok", "Encoder", "Decoder", "DiagonalGaussian", "TOKENIZERS", "SIZES", "create_tokenizer"]
 
 # ============================================================================================
 # sizes (official ``models/model_utils.py``, ``SIZE_DICT``) and named tokenizers
@@ -76,6 +71,9 @@ TOKENIZERS["detok_small_cpu"] = dict(encoder="mini", decoder="mini", img_size=64
 
 #: overrides ``create_tokenizer`` accepts (everything else is fixed by the name).
 OVERRIDES = ("img_size", "patch_size", "token_channels", "gamma", "mask_ratio", "use_additive_noise")
+
+#: overrides that change the number of parameters: given explicitly, the model is sized on the meta device first
+SIZE_OVERRIDES = ("img_size", "patch_size", "token_channels")
 
 #: training defaults of the README recipe (official README recipe; ``main_reconstruction.py``): γ = 3, M = 0.7.
 DEFAULT_GAMMA = 3.0
@@ -323,14 +321,29 @@ class DeTok(nn.Module):
                              f"but the model's grid is {self.grid_size}x{self.grid_size} "
                              f"(img_size={self.img_size}); resize the images or build the tokenizer "
                              f"with img_size={h}")
-        if x.numel() and not torch.isfinite(x).all():
+        x = self._to_model(x, name)
+        if x.numel() and not x.is_meta and not torch.isfinite(x).all():
             raise ValueError(f"{name} contains NaN or Inf values; allowed finite images in [0, 1]")
         return x
+
+    def _to_model(self, t: torch.Tensor, name: str) -> torch.Tensor:
+        """``t`` on the model's device, cast to its parameter dtype unless autocast (which casts) is on."""
+        p = self.encoder.latent_head.weight
+        if t.device != p.device:
+            if t.is_meta:
+                raise ValueError(f"{name} is on the meta device (a tensor without values); allowed a tensor on "
+                                 f"{p.device}, the tokenizer's device")
+            raise ValueError(f"{name} is on {t.device} but the tokenizer is on {p.device}; allowed a tensor on "
+                             f"{p.device} (move it with .to({str(p.device)!r}) or move the tokenizer)")
+        if t.dtype != p.dtype and not torch.is_autocast_enabled(t.device.type):
+            t = t.to(p.dtype)
+        return t
 
     def _check_latents(self, z, name: str = "z", channels_first: bool = False) -> torch.Tensor:
         c = self.token_channels
         if not isinstance(z, torch.Tensor) or not torch.is_floating_point(z):
-            raise TypeError(f"{name} must be a float tensor")
+            raise TypeError(f"{name} must be a float tensor, got "
+                            f"{z.dtype if isinstance(z, torch.Tensor) else type(z).__name__}")
         if channels_first:
             want = (c, self.grid_size, self.grid_size)
             if z.ndim != 4 or tuple(z.shape[1:]) != want:
@@ -338,7 +351,7 @@ class DeTok(nn.Module):
                                  f"{self.grid_size}) normalised latents")
         elif z.ndim != 3 or z.shape[-1] != c:
             raise ValueError(f"{name} has shape {tuple(z.shape)}; allowed (B, L, {c}) latent tokens")
-        return z
+        return self._to_model(z, name)
 
     # ---------------------------------------------------------------- encode / decode
 
@@ -358,13 +371,15 @@ class DeTok(nn.Module):
         x = self._check_images(x)
         if not isinstance(mask_ratio, numbers.Real) or isinstance(mask_ratio, bool) or not 0 <= mask_ratio < 1:
             raise ValueError(f"mask_ratio={mask_ratio!r} is out of range; allowed [0, 1)")
+        gamma = self.gamma if gamma is None else _check_gamma(gamma)
         moments, ids_restore = self.encoder(x * 2.0 - 1.0, float(mask_ratio), mask_noise, rng)
         posterior = DiagonalGaussian(moments)
         z = posterior.sample(rng) if sampling else posterior.mean
-        gamma = self.gamma if gamma is None else gamma
         if noise_tau is not None and gamma > 0:
             corrupt = additive_noise if self.use_additive_noise else interpolative_noise
             z = corrupt(z, noise_tau, gamma, noise=noise, rng=rng)
+        elif noise_tau is not None:
+            _tau_for(z, noise_tau)  # checked all the same: γ = 0 adds no noise
         return z, ids_restore, posterior
 
     def decode(self, z, ids_restore=None) -> torch.Tensor:
@@ -377,9 +392,12 @@ class DeTok(nn.Module):
         if ids_restore is None and z.shape[1] != self.seq_len:
             raise ValueError(f"z has {z.shape[1]} tokens but the decoder needs {self.seq_len} "
                              "(pass ids_restore from encode() when tokens were masked)")
-        if ids_restore is not None and (ids_restore.ndim != 2 or ids_restore.shape != (z.shape[0], self.seq_len)):
-            raise ValueError(f"ids_restore has shape {tuple(ids_restore.shape)}; allowed "
-                             f"({z.shape[0]}, {self.seq_len})")
+        want = (z.shape[0], self.seq_len)
+        if ids_restore is not None and not (isinstance(ids_restore, torch.Tensor) and ids_restore.shape == want
+                                            and ids_restore.dtype == torch.long and ids_restore.device == z.device):
+            got = (f"{tuple(ids_restore.shape)} {ids_restore.dtype} on {ids_restore.device}"
+                   if isinstance(ids_restore, torch.Tensor) else type(ids_restore).__name__)
+            raise ValueError(f"ids_restore is {got}; allowed shape {want}, torch.int64, on {z.device} (from encode())")
         return self.decoder(z, ids_restore) * 0.5 + 0.5
 
     @_compat.renamed_keywords(generator="rng")
@@ -456,15 +474,12 @@ def create_tokenizer(name: str = "detok_tiny", **overrides) -> DeTok:
     """Build a tokenizer by name (``detok_SS`` … ``detok_XLXL``, ``detok_tiny``, ``detok_small_cpu``).
 
     ``overrides``: ``img_size``, ``patch_size``, ``token_channels``, ``gamma``, ``mask_ratio``,
-    ``use_additive_noise``. Build on the meta device (``with torch.device("meta"):``) to inspect
-    large sizes without allocating them.
+    ``use_additive_noise``. Explicit sizes are checked on the meta device first: more than
+    ``config.MAX_PARAMS`` parameters raise ``ValueError`` before anything is allocated. Build on the
+    meta device (``with torch.device("meta"):``) to inspect large sizes without allocating them.
     """
     if name not in TOKENIZERS:
-        import difflib
-
-        close = difflib.get_close_matches(str(name), list(TOKENIZERS), n=1)
-        hint = f" (did you mean {close[0]!r}?)" if close else ""
-        raise ValueError(f"unknown tokenizer {name!r}{hint}; allowed: {', '.join(TOKENIZERS)}")
+        raise ValueError(f"unknown tokenizer {name!r}{suggest(name, TOKENIZERS)}; allowed: {', '.join(TOKENIZERS)}")
     bad = [k for k in overrides if k not in OVERRIDES]
     if bad:
         raise ValueError(f"unknown tokenizer override {bad[0]!r}; allowed: {', '.join(OVERRIDES)}")
@@ -472,6 +487,8 @@ def create_tokenizer(name: str = "detok_tiny", **overrides) -> DeTok:
     kwargs = dict(gamma=DEFAULT_GAMMA, mask_ratio=DEFAULT_MASK_RATIO, use_additive_noise=False)
     kwargs.update({k: arch.pop(k) for k in ("img_size", "patch_size", "token_channels")})
     kwargs.update(overrides)
+    check_num_params(lambda: DeTok(encoder=arch["encoder"], decoder=arch["decoder"], **kwargs),
+                     f"create_tokenizer({name!r})", {k: overrides[k] for k in SIZE_OVERRIDES if k in overrides})
     model = DeTok(encoder=arch["encoder"], decoder=arch["decoder"], **kwargs)
     model.spec = {"kind": "tokenizer", "name": name, "kwargs": dict(overrides)}
     return model

@@ -70,15 +70,41 @@ def extract_features(source, *, feature_net: str | FeatureNet = "shapes-cnn", la
 # Statistics
 # ============================================================================================
 
-def _stats64(stats: dict) -> dict:
-    return {"mu": np.asarray(stats["mu"], dtype=np.float64), "sigma": np.asarray(stats["sigma"], dtype=np.float64)}
+def _stats64(stats: dict, name: str = "statistics") -> dict:
+    """float64 ``mu`` (D,) / ``sigma`` (D, D), checked: right shapes, D >= 1, all finite."""
+    try:
+        out = {k: np.asarray(stats[k], dtype=np.float64) for k in ("mu", "sigma")}
+    except (TypeError, ValueError) as e:
+        raise ValueError(f"{name}: mu/sigma are not numeric arrays ({e})") from None
+    d = out["mu"].shape
+    if len(d) != 1 or d[0] < 1 or out["sigma"].shape != (d[0], d[0]):
+        raise ValueError(f"{name}: mu {out['mu'].shape} / sigma {out['sigma'].shape} are not (D,) / (D, D) "
+                         "with D >= 1")
+    for k, v in out.items():
+        if not np.isfinite(v).all():
+            raise ValueError(f"{name}: {k} contains NaN or Inf values, so they are not valid FID statistics "
+                             "(computed from fewer than 2 images, or from features with NaN?)")
+    return out
 
 
-def fid_stats(features: torch.Tensor) -> dict:
+def _check_features(features, name: str = "features", least: int = 2) -> torch.Tensor:
+    if not isinstance(features, torch.Tensor) or features.dim() != 2 or features.shape[0] < least \
+            or features.shape[1] < 1:
+        raise ValueError(f"{name} must be a (N, D) tensor with N >= {least} and D >= 1, got "
+                         f"{tuple(features.shape) if isinstance(features, torch.Tensor) else type(features).__name__}")
+    if features.is_meta:
+        raise ValueError(f"{name} is on the meta device (no values); allowed a CPU or GPU tensor")
+    bad = int((~torch.isfinite(features)).any(1).sum())
+    if bad:
+        raise ValueError(f"{name} has NaN or Inf values in {bad} of {features.shape[0]} rows; allowed finite "
+                         "features (are the images or the feature network broken?)")
+    return features
+
+
+def fid_stats(features: torch.Tensor, name: str = "features") -> dict:
     """{"mu", "sigma"} (float64) of (N, D) features via torch-fidelity's ``fid_features_to_statistics``."""
-    if not isinstance(features, torch.Tensor) or features.dim() != 2 or features.shape[0] < 2:
-        raise ValueError(f"features must be a (N, D) tensor with N >= 2, got {getattr(features, 'shape', features)}")
-    return _stats64(fid_features_to_statistics(features.double().cpu()))
+    _check_features(features, name)
+    return _stats64(fid_features_to_statistics(features.double().cpu()), f"statistics of {name}")
 
 
 def compute_fid_stats(source, *, feature_net: str | FeatureNet = "shapes-cnn", **kwargs) -> dict:
@@ -113,7 +139,7 @@ def load_fid_stats(path: str | Path, feature_net: FeatureNet | None = None) -> d
             if not {"mu", "sigma"} <= keys:
                 raise ValueError(f"{str(path)!r} has keys {sorted(keys)}; a FID statistics file needs 'mu' and "
                                  "'sigma'")
-            out = _stats64({"mu": f["mu"], "sigma": f["sigma"]})
+            out = {"mu": np.asarray(f["mu"], dtype=np.float64), "sigma": np.asarray(f["sigma"], dtype=np.float64)}
             for k in ("feature_net", "layer", "num_images"):
                 if k in keys:
                     out[k] = f[k].item()
@@ -122,16 +148,14 @@ def load_fid_stats(path: str | Path, feature_net: FeatureNet | None = None) -> d
     except Exception as e:  # a truncated or foreign file: zipfile/numpy errors of many kinds
         raise ValueError(f"cannot read the FID statistics file {str(path)!r} (truncated or not an .npz?): "
                          f"{type(e).__name__}: {e}") from None
-    d = out["mu"].shape
-    if len(d) != 1 or out["sigma"].shape != (d[0], d[0]):
-        raise ValueError(f"{str(path)!r}: mu {out['mu'].shape} / sigma {out['sigma'].shape} are not (D,) / (D, D)")
+    out.update(_stats64(out, f"the statistics in {str(path)!r}"))
     if feature_net is not None and out.get("feature_net") not in (None, feature_net.key):
         raise ValueError(f"{str(path)!r} was made with feature network {out['feature_net']!r}, not "
                          f"{feature_net.key!r}; FIDs from different networks or weights are not comparable")
     return out
 
 
-def load_stats_dict(stats, feature_net: FeatureNet | None = None) -> dict:
+def load_stats_dict(stats, feature_net: FeatureNet | None = None, name: str = "statistics") -> dict:
     """A path to a statistics file or a dict with mu/sigma -> checked float64 statistics."""
     if isinstance(stats, (str, Path)):
         return load_fid_stats(stats, feature_net)
@@ -139,12 +163,15 @@ def load_stats_dict(stats, feature_net: FeatureNet | None = None) -> dict:
         raise TypeError("stats must be a .npz path or a dict with 'mu' and 'sigma'")
     if feature_net is not None and stats.get("feature_net") not in (None, feature_net.key):
         raise ValueError(f"statistics were made with {stats['feature_net']!r}, not {feature_net.key!r}")
-    return _stats64(stats)
+    return _stats64(stats, name)
 
 
 def fid_between_stats(stats1: dict, stats2: dict) -> float:
     """FID from two {"mu", "sigma"} dicts (torch-fidelity's ``fid_statistics_to_metric``)."""
-    s1, s2 = _stats64(stats1), _stats64(stats2)
+    for name, st in (("stats1", stats1), ("stats2", stats2)):
+        if not isinstance(st, dict) or "mu" not in st or "sigma" not in st:
+            raise TypeError(f"{name} must be a dict with 'mu' and 'sigma', got {type(st).__name__}")
+    s1, s2 = _stats64(stats1, "stats1 (FID statistics)"), _stats64(stats2, "stats2 (FID statistics)")
     if s1["mu"].shape != s2["mu"].shape:
         raise ValueError(f"statistics have different feature sizes: {s1['mu'].shape[0]} vs {s2['mu'].shape[0]} "
                          "(made with different feature networks or layers?)")
@@ -169,12 +196,17 @@ def features_to_metrics(features: dict[str, torch.Tensor], feature_net: FeatureN
     if reference is not None:
         f1 = features[feature_net.fid_layer]
         ref_feats = reference.get(feature_net.fid_layer)
-        stats2 = fid_stats(ref_feats) if ref_feats is not None else load_stats_dict(reference, feature_net)
-        out["fid"] = fid_between_stats(fid_stats(f1), stats2)
+        stats2 = fid_stats(ref_feats, "reference features") if ref_feats is not None else \
+            load_stats_dict(reference, feature_net, "reference statistics")
+        out["fid"] = fid_between_stats(fid_stats(f1, "image features"), stats2)
         if (kid or prc) and ref_feats is None:
             raise ValueError("kid and prc need reference images (features), not only statistics")
         kw = {"kid_subset_size": min(1000, len(f1), 0 if ref_feats is None else len(ref_feats)), "verbose": False,
               **metric_kwargs}
+        nb = kw.get("prc_neighborhood", 3)
+        if prc and min(len(f1), len(ref_feats)) <= nb:
+            raise ValueError(f"prc with prc_neighborhood={nb} needs more than {nb} images per set, got "
+                             f"{len(f1)} images and {len(ref_feats)} reference images")
         if kid:
             res = kid_features_to_metric(f1, ref_feats, **kw)
             out.update({_TF_KEYS[k]: float(v) for k, v in res.items()})
@@ -184,12 +216,12 @@ def features_to_metrics(features: dict[str, torch.Tensor], feature_net: FeatureN
     elif kid or prc:
         raise ValueError("kid and prc need reference images")
     if isc:
-        logits = features[feature_net.isc_layer]
+        logits = _check_features(features[feature_net.isc_layer], "logits for the Inception Score", least=1)
         res = isc_features_to_metric(logits, splits=min(10, len(logits)), shuffle=True,
                                      rng_seed=metric_kwargs.get("rng_seed", 2020))
         out.update({_TF_KEYS[k]: float(v) for k, v in res.items()})
     if labels is not None and feature_net.has_classifier:
-        logits = features[feature_net.isc_layer]
+        logits = _check_features(features[feature_net.isc_layer], "logits for the class accuracy", least=1)
         labels = torch.as_tensor(labels).long().cpu()[:logits.shape[0]]
         if labels.shape != (logits.shape[0],):
             raise ValueError(f"labels shape {tuple(labels.shape)} does not match {logits.shape[0]} images")

@@ -20,6 +20,7 @@ import re
 
 import torch
 
+from ..config import check_num_params
 from . import ar, dit, lightningdit, mar, sit  # noqa: F401  (each registers its sizes)
 from .base import GENERATORS, Generator, register, resolve_name
 from .official import load_official_checkpoint, ours_to_official
@@ -27,16 +28,29 @@ from .official import load_official_checkpoint, ours_to_official
 __all__ = ["GENERATORS", "Generator", "register", "create_generator", "list_generators", "decode_latents",
            "load_official_checkpoint", "ours_to_official"]
 
+#: options that change the number of parameters: given explicitly, the model is sized on the meta device first
+SIZE_OPTIONS = ("in_channels", "input_size", "num_classes", "hidden_size", "depth", "num_heads", "mlp_ratio",
+                "patch_size", "out_channels", "buffer_size", "head_width", "head_depth")
+#: options that size Python loops or CPU tables even on the meta device: capped before anything is built
+OPTION_CAPS = {"depth": 1000, "head_depth": 1000, "num_timesteps": 100_000}
+
 
 def create_generator(name: str, **overrides) -> Generator:
     """Build the registered generator ``name`` (e.g. ``DiT_tiny``, ``SiT_base``) with ``overrides``
     (in_channels, input_size, num_classes, label_drop, and family-specific keys).
 
-    An unknown name raises ``ValueError`` listing the known names. The model carries
+    An unknown name raises ``ValueError`` listing the known names. Explicit sizes are checked on the
+    meta device first (more than ``config.MAX_PARAMS`` parameters raise ``ValueError``). The model carries
     ``model.spec = {"kind": "generator", "name": name, "kwargs": overrides}`` for checkpoints.
     """
     key = resolve_name(name)
+    for k, cap in OPTION_CAPS.items():
+        v = overrides.get(k)
+        if isinstance(v, int) and not isinstance(v, bool) and v > cap:
+            raise ValueError(f"create_generator({key!r}): {k}={v!r} is out of range; allowed an int <= {cap}")
     try:
+        check_num_params(lambda: GENERATORS[key](**overrides), f"create_generator({key!r})",
+                         {k: overrides[k] for k in SIZE_OPTIONS if k in overrides})
         model = GENERATORS[key](**overrides)
     except TypeError as e:
         m = re.search(r"unexpected keyword argument '(\w+)'", str(e))

@@ -25,6 +25,9 @@ import torch.nn as nn
 from .. import _compat
 from .diffusion import randn_like_on
 
+#: the most classes a generator's label table may have (one row of ``hidden_size`` floats each)
+MAX_CLASSES = 10**6
+
 # name -> constructor(**kwargs) -> Generator. Filled by the family modules via ``register``.
 GENERATORS: dict[str, Callable[..., "Generator"]] = {}
 
@@ -85,6 +88,8 @@ class Generator(nn.Module):
         for name, v in (("in_channels", in_channels), ("input_size", input_size), ("num_classes", num_classes)):
             if not _is_int(v) or v < 1:
                 raise ValueError(f"{name}={v!r} is invalid; allowed: an int >= 1")
+        if num_classes > MAX_CLASSES:
+            raise ValueError(f"num_classes={num_classes!r} is out of range; allowed an int in [1, {MAX_CLASSES}]")
         if not isinstance(label_drop, (int, float)) or isinstance(label_drop, bool) or not 0 <= label_drop < 1:
             raise ValueError(f"label_drop={label_drop!r} is out of range; allowed [0, 1)")
         self.in_channels = in_channels
@@ -113,17 +118,32 @@ class Generator(nn.Module):
 
     # -- validation ----------------------------------------------------------------------------
 
+    def check_device(self, t: torch.Tensor, name: str) -> None:
+        """``ValueError`` unless ``t`` is on the model's device (a meta tensor has no values to use)."""
+        dev = self.device
+        if t.device != dev:
+            what = "the meta device (a tensor without values)" if t.is_meta else str(t.device)
+            raise ValueError(f"{name} is on {what} but the model is on {dev}; allowed a tensor on {dev}")
+
     def check_latents(self, latents) -> torch.Tensor:
+        """Latents (B >= 1, C, h, w), finite, on the model's device; cast to the parameter dtype
+        unless autocast (which casts itself) is on."""
         if not isinstance(latents, torch.Tensor):
             raise TypeError(f"latents must be a torch.Tensor (B, C, h, w), got {type(latents).__name__}")
         if latents.ndim != 4 or tuple(latents.shape[1:]) != self.latent_shape:
             raise ValueError(f"latents shape {tuple(latents.shape)} does not fit this model; "
                              f"expected (B, {', '.join(map(str, self.latent_shape))}) (in_channels, "
                              f"input_size, input_size)")
+        if latents.shape[0] == 0:
+            raise ValueError(f"latents shape {tuple(latents.shape)} is an empty batch; allowed B >= 1")
         if not latents.is_floating_point():
             raise TypeError(f"latents must be a float tensor, got {latents.dtype}")
+        self.check_device(latents, "latents")
         if not bool(torch.isfinite(latents).all()):
             raise ValueError("latents contain NaN or inf values")
+        p = next(self.parameters(), None)
+        if p is not None and latents.dtype != p.dtype and not torch.is_autocast_enabled(latents.device.type):
+            latents = latents.to(p.dtype)
         return latents
 
     def check_labels(self, labels, batch: int | None = None, allow_null: bool = True) -> torch.Tensor:
@@ -144,6 +164,9 @@ class Generator(nn.Module):
             raise ValueError(f"labels must have shape (B,) with B >= 1, got {tuple(labels.shape)}")
         if batch is not None and labels.shape[0] != batch:
             raise ValueError(f"labels has {labels.shape[0]} entries but latents have batch {batch}")
+        if labels.is_meta:
+            raise ValueError(f"labels is on the meta device (a tensor without values); allowed labels on the "
+                             f"CPU or on the model's device ({self.device})")
         hi = self.num_classes if allow_null else self.num_classes - 1
         lo_v, hi_v = int(labels.min()), int(labels.max())
         if lo_v < 0 or hi_v > hi:
