@@ -216,8 +216,10 @@ def random_mask(tokens, ratio, noise=None, rng=None):
     ``cat(kept, dropped)[:, ids_restore] == tokens``. For a fixed ``noise`` the masks are nested
     as ``ratio`` grows. ``ratio`` must be in [0, 1); 0 still shuffles (all tokens kept).
     """
-    if not isinstance(tokens, torch.Tensor) or tokens.ndim < 2:
-        raise ValueError("tokens must be a tensor of shape (B, N, ...)")
+    if not isinstance(tokens, torch.Tensor) or tokens.ndim < 3:
+        got = f"shape {tuple(tokens.shape)}" if isinstance(tokens, torch.Tensor) else type(tokens).__name__
+        raise ValueError(f"tokens must be a tensor of shape (B, N, C) (a batch of token sequences), got {got}; "
+                         "for one sequence (N, C) pass tokens[None]")
     b, n = tokens.shape[:2]
     if n == 0:
         raise ValueError(f"tokens has shape {tuple(tokens.shape)} with no tokens; allowed (B, N, ...) with N >= 1")

@@ -75,6 +75,10 @@ OVERRIDES = ("img_size", "patch_size", "token_channels", "gamma", "mask_ratio", 
 #: overrides that change the number of parameters: given explicitly, the model is sized on the meta device first
 SIZE_OVERRIDES = ("img_size", "patch_size", "token_channels")
 
+#: images outside this range are refused: [0, 1] with room for resampling overshoot, while 0..255 and
+#: [-1, 1] images (the usual mistakes) fall outside it
+IMAGE_RANGE_SLACK = (-0.5, 1.5)
+
 #: training defaults of the README recipe (official README recipe; ``main_reconstruction.py``): γ = 3, M = 0.7.
 DEFAULT_GAMMA = 3.0
 DEFAULT_MASK_RATIO = 0.7
@@ -322,8 +326,13 @@ class DeTok(nn.Module):
                              f"(img_size={self.img_size}); resize the images or build the tokenizer "
                              f"with img_size={h}")
         x = self._to_model(x, name)
-        if x.numel() and not x.is_meta and not torch.isfinite(x).all():
-            raise ValueError(f"{name} contains NaN or Inf values; allowed finite images in [0, 1]")
+        if x.numel() and not x.is_meta:
+            lo, hi = (float(v) for v in torch.aminmax(x.detach()))  # NaN propagates: one reduction checks both
+            if not (math.isfinite(lo) and math.isfinite(hi)):
+                raise ValueError(f"{name} contains NaN or Inf values; allowed finite images in [0, 1]")
+            if lo < IMAGE_RANGE_SLACK[0] or hi > IMAGE_RANGE_SLACK[1]:
+                raise ValueError(f"{name} has values in [{lo:.3g}, {hi:.3g}]; allowed images in [0, 1] "
+                                 "(0..255 images: divide by 255; [-1, 1] images: (x + 1) / 2)")
         return x
 
     def _to_model(self, t: torch.Tensor, name: str) -> torch.Tensor:

@@ -233,6 +233,9 @@ CASES: list[Case] = [
          ValueError, r"max_ratio=1\.0 is out of range; allowed \[0, 1\)"),
     Case("mask-ratio-high", "random_mask(tokens, ratio=1.2)", lambda: K.random_mask(torch.randn(2, 16, 8), 1.2),
          ValueError, r"ratio=1\.2 is out of range; allowed \[0, 1\)"),
+    Case("mask-2d", "random_mask(tokens of shape (N, C))", lambda: K.random_mask(torch.randn(16, 8), 0.5),
+         ValueError, r"tokens must be a tensor of shape \(B, N, C\) .*got shape \(16, 8\); for one sequence \(N, C\) "
+         r"pass tokens\[None\]"),
     Case("sample-tau-batch", "sample_tau(batch_size=0)", lambda: K.sample_tau(0),
          ValueError, r"batch_size=0 is out of range; allowed an int >= 1"),
     # ---- tokenizer
@@ -266,6 +269,10 @@ CASES: list[Case] = [
          ValueError, r"x has size 30x30, not divisible by patch_size=4"),
     Case("tok-encode-nan", "encode(x) with a NaN pixel", lambda: tok().encode(poisoned(NAN)),
          ValueError, r"x contains NaN or Inf values; allowed finite images in \[0, 1\]"),
+    Case("tok-encode-0-255", "encode(x) of float images in 0..255", lambda: tok().encode(imgs() * 255),
+         ValueError, r"x has values in \[0[.\d]*, 25\d\]; allowed images in \[0, 1\] \(0\.\.255 images: divide by 255"),
+    Case("tok-encode-minus-one", "tokenize(x) of images in [-1, 1]", lambda: tok().tokenize(imgs() * 2 - 1),
+         ValueError, r"x has values in \[-0?\.?\d+, 0?\.?\d+\]; allowed images in \[0, 1\].*\(x \+ 1\) / 2"),
     Case("tok-reconstruct-inf", "reconstruct(x) with an Inf pixel", lambda: tok().reconstruct(poisoned(INF)),
          ValueError, r"x contains NaN or Inf values"),
     Case("tok-tokenize-nan", "tokenize(x) with a NaN pixel", lambda: tok().tokenize(poisoned(NAN)),
