@@ -6,7 +6,9 @@ Each notebook starts with a ``parameters`` cell of flat literals (papermill over
     run = setup(globals(), "01_latent_corruption")
 
 ``setup`` rejects unknown parameter names (papermill itself only warns), wrong types and
-out-of-range values with a one-line error, seeds everything, picks the device, creates
+out-of-range values with a one-line error (on the first call in a kernel; when the notebook is
+run again in the same kernel, the globals it defined itself, such as ``run``, are not
+parameters and are left alone), seeds everything, picks the device, creates
 ``out_dir`` and prints a short environment header. Everything the notebook produces goes
 through ``run.save`` / ``run.summary`` into ``out_dir``.
 """
@@ -42,6 +44,9 @@ COMMON_PARAMETERS: dict[str, tuple[type, tuple | None, str]] = {
     "data_dir": (str, None, "dataset root for imagefolder/cifar10/mnist ('' = data/<dataset>)"),
 }
 _IGNORED = {"In", "Out", "get_ipython", "exit", "quit", "open"}
+# set in the namespace by the first setup() call: the parameter names it saw (the notebook's own
+# globals come later, so a second Run All in the same kernel does not mistake them for parameters)
+_SEEN = "_ldetok_parameters"
 
 
 def _resolve(path: str, default: Path) -> Path:
@@ -211,8 +216,18 @@ def widget_versions() -> tuple[str | None, str | None]:
 
 
 def setup(namespace: dict, name: str, extra: dict | None = None, quiet: bool = False) -> NotebookRun:
-    """Validate the notebook's parameters (the user globals of ``namespace``) and prepare the run."""
-    values = check_parameters(_user_globals(namespace), extra)
+    """Validate the notebook's parameters (the user globals of ``namespace``) and prepare the run.
+
+    The first call in a kernel checks every user global (the parameters cell and what papermill
+    injected), so an unknown name is an error. Later calls in the same kernel (Run All again)
+    check the parameter names (edited values are validated again) and skip the globals the
+    notebook defined after its first setup (``run``, models, figures)."""
+    found = _user_globals(namespace)
+    seen = namespace.get(_SEEN)
+    if isinstance(seen, frozenset):
+        schema = set(COMMON_PARAMETERS) | set(extra or {}) | seen
+        found = {k: v for k, v in found.items() if k in schema}
+    values = check_parameters(found, extra)
     for required in ("preset", "seed", "out_dir", "interactive"):
         if required not in values:
             raise ConfigError(f"the parameters cell must define {required!r}")
@@ -231,6 +246,7 @@ def setup(namespace: dict, name: str, extra: dict | None = None, quiet: bool = F
     interactive = bool(values["interactive"]) and _in_ipython()
     run = NotebookRun(name=name, preset=preset, seed=seed, device=device, out_dir=out_dir, cache_dir=cache_dir,
                       interactive=interactive, params=values)
+    namespace[_SEEN] = frozenset(values)
     if not quiet:
         ipw, jlw = widget_versions()
         print(f"ldetok_lite notebook {name} | preset {preset.name} | seed {seed} | device {describe_device(device)}")

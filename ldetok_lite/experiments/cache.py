@@ -84,12 +84,15 @@ def tokenizer_dir(preset: Preset | str, variant: str, cache_dir, seed: int = 0) 
 
 
 def generator_dir(preset: Preset | str, family: str, variant: str, cache_dir, seed: int = 0) -> Path:
-    """Where the cache keeps (or finds) the ``family`` generator on ``variant`` latents."""
+    """Where the cache keeps (or finds) the ``family`` generator on ``variant`` latents (``family``
+    in any case: ``"sit"`` and ``"SiT"`` are the same folder; an unknown name raises)."""
     p = _preset(preset)
+    family = generator_family(family)
     return _generator_run_dir(p, family, variant, seed, tokenizer_dir(p, variant, cache_dir, seed).name, cache_dir)
 
 
 def _generator_run_dir(p: Preset, family: str, variant: str, seed: int, tokenizer_name: str, cache_dir) -> Path:
+    family = generator_family(family)  # the folder name uses the registry's spelling, whatever the caller's case
     def settings(q: Preset, tok_name: str):
         return [q.generator.to_dict(), q.generator_train.replace(seed=seed).to_dict(), q.data.to_dict(), tok_name]
 
@@ -122,8 +125,10 @@ def elapsed_seconds(run_dir) -> float:
 
 
 def generator_family(name: str) -> str:
-    """The family's spelling in ``GENERATOR_FAMILIES`` (``"sit"`` → ``"SiT"``); an unknown name raises."""
-    if isinstance(name, str):
+    """The family's spelling in ``GENERATOR_FAMILIES`` (``"sit"`` → ``"SiT"``, case-insensitive as
+    ``generators.resolve_name``); an unknown name raises ``ValueError``. Every cache folder name
+    goes through it, so ``sit`` and ``SiT`` find the same trained model."""
+    if isinstance(name, str) and name:
         for fam in GENERATOR_FAMILIES:
             if name.lower() == fam.lower():
                 return fam

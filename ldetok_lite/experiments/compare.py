@@ -42,7 +42,7 @@ from ..presets import (
     variant_name,
     variant_settings,
 )
-from .cache import finetune_decoder, get_generator, get_tokenizer
+from .cache import finetune_decoder, generator_family, get_generator, get_tokenizer
 from .table import format_table, summarize, summarize_sweeps, write_outputs
 
 __all__ = ["CompareResult", "run_comparison"]
@@ -99,8 +99,12 @@ def run_comparison(plan: ComparePlan | str, seeds: Iterable[int] = (0,), out_dir
     tokenizers = tuple(tokenizers)
     for v in tokenizers:
         variant_settings(v)
-    generators = _check_names(generators, GENERATOR_FAMILIES, "generator family") if tuple(generators) else ()
-    sweep_families = _check_names(sweep_families, GENERATOR_FAMILIES, "generator family") if sweeps else ()
+    # families in any case ("sit" is "SiT"): the cache's folders use one spelling
+    generators = tuple(generators)
+    generators = _check_names(map(generator_family, generators), GENERATOR_FAMILIES, "generator family") \
+        if generators else ()
+    sweep_families = _check_names(map(generator_family, sweep_families), GENERATOR_FAMILIES, "generator family") \
+        if sweeps else ()
     say = _quiet(log)
     dev = pick_device(device)
     out = Path(out_dir)
