@@ -9,6 +9,8 @@ BIN    := $(VENV)/bin
 PRESET ?= tiny
 OUT    ?= runs/demo
 PYTEST_ARGS ?=
+# JupyterLab refuses to start as root without --allow-root (containers, CI, cloud machines run as root)
+LAB_ARGS ?= $(if $(filter 0,$(shell id -u)),--allow-root,)
 
 .PHONY: install install-test demo test lint lab browser-deps bench clean help
 
@@ -54,7 +56,7 @@ bench: install
 	$(BIN)/ldetok-lite bench tokenizer --model detok_SS --img 64 --batch 8
 
 lab: install
-	$(BIN)/jupyter lab notebooks
+	$(BIN)/jupyter lab $(LAB_ARGS) notebooks
 
 clean:
 	rm -rf runs .pytest_cache

@@ -218,14 +218,18 @@ def _start_lab(root_dir: Path, state_dir: Path, timeout: float) -> LabServer:
                PYTHONUNBUFFERED="1", OMP_NUM_THREADS=env.get("LDETOK_BROWSER_KERNEL_THREADS", "1"))
     port, token = free_port(), uuid.uuid4().hex
     log_path = state_dir / "jupyterlab.log"
-    cmd = [sys.executable, "-m", "jupyterlab", "--no-browser", "--ServerApp.ip=127.0.0.1",
+    # started as `make lab` starts it: the venv's `jupyter lab`, with --allow-root when run as root
+    # (the Makefile's LAB_ARGS; tests/test_runner.py checks that target)
+    jupyter = Path(sys.executable).parent / "jupyter"
+    cmd = [str(jupyter), "lab"] if jupyter.is_file() else [sys.executable, "-m", "jupyterlab"]
+    cmd += ["--no-browser", "--ServerApp.ip=127.0.0.1",
            f"--ServerApp.port={port}", "--ServerApp.port_retries=0", f"--IdentityProvider.token={token}",
            f"--ServerApp.root_dir={root_dir}", "--ServerApp.open_browser=False",
            "--LabApp.news_url=None", "--LabApp.extension_manager=readonly",
            "--LabApp.expose_app_in_browser=True",  # window.jupyterapp: only to read the kernel's state
            "--LabApp.check_for_updates_class=jupyterlab.NeverCheckForUpdate",
            "--ServerApp.terminals_enabled=False", "--MappingKernelManager.cull_idle_timeout=0"]
-    if os.geteuid() == 0:  # containers and CI often run as root
+    if os.geteuid() == 0:  # containers and CI often run as root; JupyterLab refuses to start there without it
         cmd.append("--allow-root")
     with open(log_path, "wb") as log:
         proc = subprocess.Popen(cmd, cwd=root_dir, env=env, stdout=log, stderr=subprocess.STDOUT,

@@ -27,7 +27,7 @@ def test_unknown_and_mistyped_notebook_parameter(root, tmp_path):
     assert "unknown parameter 'devise'" in r.stderr and "did you mean 'device'" in r.stderr
     assert len(r.stderr.strip().splitlines()) == 1
     r = run_cli("run", "00", "--preset", "smoke", "--out", str(tmp_path), "-p", "interactive", "yes", cwd=root)
-    assert r.returncode == 2 and "pass interactive with its own option" in r.stderr
+    assert r.returncode == 2 and "headless runs are never interactive" in r.stderr and "--interactive" not in r.stderr
 
 
 def test_missing_data_dir_is_one_line_error(root, tmp_path):

@@ -51,6 +51,18 @@ __all__ = ["TrainResult", "NonFiniteLossError", "OutDirError", "Job", "fit", "PR
            "RUN_MARKER", "claim_out_dir", "check_config_types", "save_sample_figure"]
 
 PROGRESS_MODES = ("auto", "tqdm", "log", "none")
+
+
+def _duration(seconds: float) -> str:
+    """``42s``, ``3m05s``, ``2h07m``: a time left that reads at a glance in a log line."""
+    s = max(0, round(seconds))
+    if s < 60:
+        return f"{s}s"
+    if s < 3600:
+        return f"{s // 60}m{s % 60:02d}s"
+    return f"{s // 3600}h{s % 3600 // 60:02d}m"
+
+
 #: run settings that may change between a run and its resumption (everything else must match)
 RESUMABLE_CHANGES = frozenset({"steps", "log_every", "eval_every", "ckpt_every", "num_workers", "compile",
                                "checkpoint"})
@@ -350,8 +362,9 @@ def fit(job: Job) -> TrainResult:
                 history.append(row)
             if progress == "log" and main:
                 keys = [k for k in ("loss", "rec_loss", "psnr", "d_loss") if k in row]
+                left = (train_cfg.steps - step) * row["sec_per_step"]
                 log(f"step {step}/{train_cfg.steps} " + " ".join(f"{k} {row[k]:.4g}" for k in keys)
-                    + f" lr {lr:.3g} ({row['sec_per_step']:.3f} s/step)")
+                    + f" lr {lr:.3g} ({row['sec_per_step']:.3f} s/step, {_duration(left)} left)")
             window, window_n, t_window = {}, 0, now
 
         stop = False
