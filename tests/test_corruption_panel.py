@@ -111,3 +111,14 @@ def test_panel_bad_input(images, tok):
     p = CorruptionPanel(images)
     with pytest.raises(ValueError, match="tau"):
         p.render(tau=1.5)
+
+
+@pytest.mark.parametrize("kwargs, match", [
+    (dict(tau=2.0), r"tau=2.0 is out of range; allowed: a number in \[0, 1\]"),
+    (dict(gamma=7.0), r"gamma=7.0 is out of range; allowed: a number in \[0, 6\]"),
+    (dict(mask_ratio=-0.1), r"mask_ratio=-0.1 is out of range; allowed: a number in \[0, 0.95\]"),
+    (dict(tau="0.5"), r"tau='0.5' is out of range"),
+])
+def test_out_of_range_arguments_raise_instead_of_clamping(images, kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        CorruptionPanel(images, **kwargs)

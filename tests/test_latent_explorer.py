@@ -71,3 +71,13 @@ def test_robustness_helpers(toks):
     c = robustness_curves(toks, x, taus=(0.0, 0.5), mask_ratios=(0.0, 0.5))
     assert [t for t, _ in c["plain AE"]["tau"]] == [0.0, 0.5] and len(c["l-DeTok"]["mask"]) == 2
     assert isinstance(latent_pca_image(toks, x), Image.Image)
+
+
+@pytest.mark.parametrize("kwargs, match", [
+    (dict(tau=1.5), r"tau=1.5 is out of range; allowed: a number in \[0, 1\]"),
+    (dict(gamma=-1.0), r"gamma=-1.0 is out of range; allowed: a number in \[0, 6\]"),
+    (dict(mask_ratio=0.95), r"mask_ratio=0.95 is out of range; allowed: a number in \[0, 0.9\]"),
+])
+def test_out_of_range_arguments_raise_instead_of_clamping(toks, kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        LatentExplorer(toks, **kwargs)

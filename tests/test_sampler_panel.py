@@ -1,5 +1,7 @@
 """SamplerPanel: headless rendering, the Generate button, purity, and errors."""
 
+import inspect
+
 import pytest
 import torch
 
@@ -72,3 +74,65 @@ def test_errors(model):
     assert "seed=-1" in panel.last_error and "Error" in panel.status.value
     with pytest.raises(ValueError, match="seed=-1"):
         panel.render(label=0, cfg_scale=1.0, num_steps=2, seed=-1)
+
+
+def test_readout_after_cached_render_and_unchanged_generate(model):
+    panel = SamplerPanel(model, FakeTokenizer(), num_steps=4, num_samples=1, num_frames=2,
+                         sampler_kwargs={"sampler": "euler"})
+    panel.static()
+    assert "network evaluations = 4" in panel.status.value
+    panel.params["num_steps"].value = 2
+    panel.generate_button.click()
+    assert "network evaluations = 2" in panel.status.value
+    panel.params["num_steps"].value = 4  # back to a cached setting: the readout follows the image
+    panel.generate_button.click()
+    assert "network evaluations = 4" in panel.status.value and "nothing changed" not in panel.status.value
+    renders = panel.renders
+    panel.generate_button.click()  # nothing changed: say so
+    assert panel.renders == renders + 1 and "nothing changed" in panel.status.value
+    assert "network evaluations = 4" in panel.status.value
+
+
+def test_labels_are_integers_and_mar_starts_from_an_empty_canvas(model):
+    panel = SamplerPanel(model, FakeTokenizer(), num_steps=2, num_samples=2, num_frames=2,
+                         sampler_kwargs={"sampler": "euler"})
+    assert panel.start_label == "noise" and "noise" in panel.title
+    mar = create_generator("MAR_tiny", input_size=4, in_channels=8)
+    assert SamplerPanel(mar, FakeTokenizer(), num_steps=2).start_label == "empty canvas"
+    src = inspect.getsource(SamplerPanel.render)
+    assert '{seed}.{r}' not in src and "#{r}" in src
+
+
+@pytest.mark.parametrize("kwargs, match", [
+    (dict(cfg_scale=0.5), r"cfg_scale=0.5 is out of range; allowed: a number in \[1, 8\]"),
+    (dict(cfg_scale=9.0), r"cfg_scale=9.0 is out of range"),
+    (dict(num_steps=300), r"num_steps=300 is out of range; allowed: an int in \[1, 250\]"),
+    (dict(num_steps=0), r"num_steps=0"),
+    (dict(num_steps=2.5), r"num_steps=2.5"),
+    (dict(seed=-1), r"seed=-1"),
+])
+def test_out_of_range_arguments_raise_instead_of_clamping(model, kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        SamplerPanel(model, FakeTokenizer(), **kwargs)
+
+
+class FakeRun:
+    def __init__(self, interactive):
+        self.interactive, self.saved = interactive, []
+
+    def save(self, fig, filename, show=True):
+        self.saved.append((filename, show))
+
+
+@pytest.mark.parametrize("interactive", [False, True])
+def test_show_displays_the_static_copy_only_when_headless(model, interactive, monkeypatch):
+    import IPython.display
+
+    shown = []
+    monkeypatch.setattr(IPython.display, "display", lambda obj: shown.append(obj))
+    panel = SamplerPanel(model, FakeTokenizer(), num_steps=2, num_samples=1, sampler_kwargs={"sampler": "euler"})
+    run = FakeRun(interactive)
+    assert panel.show(run, "sampler.png") is None
+    assert run.saved == [("sampler.png", not interactive)]  # always saved; shown only when headless
+    assert panel.renders == 1 and panel.image.value
+    assert shown == ([panel.ui] if interactive else [])

@@ -4,6 +4,12 @@ A panel has a pure ``render(**params) -> PIL.Image`` that headless runs and test
 and a thin ipywidgets layer: each control's value feeds the parameter of the same name, an
 observer re-renders into an ``ipywidgets.Image`` when a value changes, and errors are shown in
 the panel (and kept in ``last_error``) instead of vanishing inside a callback.
+
+``panel.show(run, filename)`` is the widget cell of a notebook: it renders and saves the static
+figure, shows it in a headless run (papermill, ``ldetok-lite run``) and, in an interactive
+session, shows only the live panel, whose own image *is* that figure (a static copy above it
+would go stale at the first slider move). Initial values outside a control's range raise a
+``ValueError`` (:func:`check_range`) instead of being clamped by the slider.
 """
 
 from __future__ import annotations
@@ -13,6 +19,16 @@ import traceback
 import ipywidgets as W
 
 from ..viz import png_bytes
+
+
+def check_range(name: str, value, lo: float, hi: float, integer: bool = False):
+    """``value`` if it is a number (an int when ``integer``) in ``[lo, hi]``; else a ``ValueError``
+    naming the argument and the allowed range (an ipywidgets slider would clamp it silently)."""
+    kinds = (int,) if integer else (int, float)
+    if isinstance(value, bool) or not isinstance(value, kinds) or not lo <= value <= hi:
+        kind = "an int" if integer else "a number"
+        raise ValueError(f"{name}={value!r} is out of range; allowed: {kind} in [{lo:g}, {hi:g}]")
+    return value
 
 
 class Panel:
@@ -82,6 +98,18 @@ class Panel:
     def static(self):
         """The figure for headless runs: render with the current (default) values; raises on error."""
         return self.refresh()
+
+    def show(self, run, filename: str | None = None) -> None:
+        """The widget cell: render the static figure (raises on error) and save it as
+        ``run.out_dir/filename`` (default: the class name). A headless run shows that figure; an
+        interactive one (``run.interactive``) shows only the live panel. Returns None."""
+        img = self.static()
+        interactive = bool(getattr(run, "interactive", False))
+        run.save(img, filename or type(self).__name__.lower(), show=not interactive)
+        if interactive:
+            from IPython.display import display
+
+            display(self.ui)
 
     def _ipython_display_(self):
         from IPython.display import display

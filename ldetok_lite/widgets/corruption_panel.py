@@ -21,9 +21,10 @@ import torch
 
 from ..corruption import additive_noise, interpolative_noise, random_mask_indices
 from ..viz import labelled_grid
-from .base import Panel
+from .base import Panel, check_range
 
 MODES = ("interpolative", "additive")
+TAU_MAX, GAMMA_MAX, MASK_MAX = 1.0, 6.0, 0.95  # slider ranges (all from 0)
 
 
 def patchify(images: torch.Tensor, patch: int) -> torch.Tensor:
@@ -60,6 +61,9 @@ class CorruptionPanel(Panel):
             raise ValueError(f"images has shape {tuple(images.shape)}; allowed (B, 3, H, W) or (3, H, W)")
         if mode not in MODES:
             raise ValueError(f"mode={mode!r} is not known; allowed: {', '.join(MODES)}")
+        ranges = (("tau", tau, TAU_MAX), ("gamma", gamma, GAMMA_MAX), ("mask_ratio", mask_ratio, MASK_MAX))
+        for name, value, hi in ranges:
+            check_range(name, value, 0.0, hi)  # the sliders' ranges
         images = images[:max_images].float()
         self.tokenizer = tokenizer
         if tokenizer is not None:
@@ -94,10 +98,11 @@ class CorruptionPanel(Panel):
     def build_controls(self) -> dict:
         d = self._defaults
         slider = dict(continuous_update=False, readout_format=".2f", style={"description_width": "initial"})
-        self.tau = W.FloatSlider(value=d["tau"], min=0.0, max=1.0, step=0.05, description="τ (noise level)", **slider)
-        self.gamma = W.FloatSlider(value=d["gamma"], min=0.0, max=6.0, step=0.25, description="γ (noise scale)",
+        self.tau = W.FloatSlider(value=d["tau"], min=0.0, max=TAU_MAX, step=0.05, description="τ (noise level)",
+                                 **slider)
+        self.gamma = W.FloatSlider(value=d["gamma"], min=0.0, max=GAMMA_MAX, step=0.25, description="γ (noise scale)",
                                    **slider)
-        self.mask_ratio = W.FloatSlider(value=d["mask_ratio"], min=0.0, max=0.95, step=0.05,
+        self.mask_ratio = W.FloatSlider(value=d["mask_ratio"], min=0.0, max=MASK_MAX, step=0.05,
                                         description="mask ratio", **slider)
         self.mode = W.ToggleButtons(options=MODES, value=d["mode"], description="noise")
         return {"tau": self.tau, "gamma": self.gamma, "mask_ratio": self.mask_ratio, "mode": self.mode}

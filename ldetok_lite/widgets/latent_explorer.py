@@ -21,7 +21,9 @@ from ..analysis import corrupt_and_decode
 from ..data import PHOTO_NAMES, SHAPES_CLASSES, ShapesDataset, sample_photos
 from ..metrics import psnr
 from ..viz import to_pil
-from .base import Panel
+from .base import Panel, check_range
+
+TAU_MAX, GAMMA_MAX, MASK_MAX = 1.0, 6.0, 0.9  # slider ranges (all from 0)
 
 
 def default_images(img_size: int, num_shapes: int = 6, seed: int = 0) -> tuple[torch.Tensor, list[str]]:
@@ -60,6 +62,9 @@ class LatentExplorer(Panel):
         if len(sizes) != 1 or None in sizes:
             raise ValueError(f"all tokenizers must share one img_size, got {sorted(map(str, sizes))}")
         self.img_size = sizes.pop()
+        ranges = (("tau", tau, TAU_MAX), ("gamma", gamma, GAMMA_MAX), ("mask_ratio", mask_ratio, MASK_MAX))
+        for name, value, hi in ranges:
+            check_range(name, value, 0.0, hi)  # the sliders' ranges
         if images is None:
             images, names = default_images(self.img_size)
         if not isinstance(images, torch.Tensor) or images.ndim != 4 or images.shape[1] != 3:
@@ -90,11 +95,11 @@ class LatentExplorer(Panel):
         return {
             "image": W.Dropdown(options=[(n, i) for i, n in enumerate(self.names)], value=0, description="image",
                                 style=style),
-            "tau": W.FloatSlider(value=self._init["tau"], min=0.0, max=1.0, step=0.05, description="τ",
+            "tau": W.FloatSlider(value=self._init["tau"], min=0.0, max=TAU_MAX, step=0.05, description="τ",
                                  continuous_update=False, style=style),
-            "gamma": W.FloatSlider(value=self._init["gamma"], min=0.0, max=6.0, step=0.25, description="γ",
+            "gamma": W.FloatSlider(value=self._init["gamma"], min=0.0, max=GAMMA_MAX, step=0.25, description="γ",
                                    continuous_update=False, style=style),
-            "mask_ratio": W.FloatSlider(value=self._init["mask_ratio"], min=0.0, max=0.9, step=0.05,
+            "mask_ratio": W.FloatSlider(value=self._init["mask_ratio"], min=0.0, max=MASK_MAX, step=0.05,
                                         description="mask ratio", continuous_update=False, style=style),
         }
 

@@ -8,7 +8,14 @@ the same image (results are cached per parameter set).
 
 Each row is one sample; columns are evenly spaced points of ``model.generate(...,
 return_trajectory=True)``, from the initial noise (left) to the final sample (right), all decoded
-by the tokenizer. For DiT the intermediate columns are the noisy x_t; for flows the ODE state.
+by the tokenizer. For DiT the intermediate columns are the noisy x_t; for flows the ODE state;
+for MAR and the AR models, which start from an **empty canvas** (no token known), the partly
+filled latent grid. Rows are labelled ``seed s #r``: sample ``r`` of the batch drawn with seed ``s``.
+
+The readout under the image always describes the image shown (with its network evaluations,
+also for a cached render); pressing Generate with unchanged settings says so instead of
+silently re-showing the same figure. Initial values outside the controls' ranges raise a
+``ValueError`` (a slider would clamp them).
 """
 
 from __future__ import annotations
@@ -18,7 +25,9 @@ import torch
 
 from ..generators import decode_latents
 from ..viz import labelled_grid
-from .base import Panel
+from .base import Panel, check_range
+
+EMPTY_CANVAS_FAMILIES = ("MAR", "ARDiff", "RasterAR", "RandomAR")  # trajectories start with no token known
 
 
 def pick_frames(num_points: int, num_frames: int) -> list[int]:
@@ -40,7 +49,8 @@ class SamplerPanel(Panel):
             "unconditional" uses the null class.
         label, cfg_scale, num_steps, seed: initial control values.
         num_samples: rows (samples) per render; num_frames: trajectory columns.
-        max_steps / max_cfg: slider ranges.
+        max_steps / max_cfg: slider ranges (``cfg_scale`` must lie in [1, max_cfg] and
+            ``num_steps`` in [1, max_steps]; the model's default step count is capped at max_steps).
     """
 
     title = "Sampler: noise → image (press Generate after changing a setting)"
@@ -66,11 +76,19 @@ class SamplerPanel(Panel):
         self.class_names = names
         self.num_samples, self.num_frames, self.scale = num_samples, num_frames, scale
         self.sampler_kwargs = dict(sampler_kwargs or {})
-        steps = model.default_num_steps if num_steps is None else num_steps
-        self._init = dict(label=label, cfg_scale=float(cfg_scale), num_steps=int(min(steps, max_steps)),
-                          seed=int(seed))
+        check_range("max_cfg", max_cfg, 1.0, float("inf"))
+        check_range("cfg_scale", cfg_scale, 1.0, max_cfg)
+        if num_steps is None:
+            num_steps = min(int(model.default_num_steps), max_steps)
+        check_range("num_steps", num_steps, 1, max_steps, integer=True)
+        check_range("seed", seed, 0, float("inf"), integer=True)
+        self.starts_empty = getattr(model, "family", "") in EMPTY_CANVAS_FAMILIES
+        self.start_label = "empty canvas" if self.starts_empty else "noise"
+        self.title = f"Sampler: {self.start_label} → image (press Generate after changing a setting)"
+        self._init = dict(label=label, cfg_scale=float(cfg_scale), num_steps=int(num_steps), seed=int(seed))
         self._max_steps, self._max_cfg = max_steps, float(max_cfg)
         self._cache: dict = {}
+        self._nfe: dict = {}  # settings -> network evaluations of that sampling run
         self.last_nfe: int | None = None
         super().__init__()
 
@@ -91,10 +109,17 @@ class SamplerPanel(Panel):
         return [self.generate_button]
 
     def _on_generate(self):
+        unchanged = self.last_params is not None and self.last_error is None \
+            and self.current_params() == self.last_params
+        if not unchanged:
+            self.status.value = "sampling…"
         try:
             self.refresh()
         except Exception:
-            pass  # shown in ``status`` and kept in ``last_error`` by Panel.refresh
+            return  # shown in ``status`` and kept in ``last_error`` by Panel.refresh
+        if unchanged:
+            self.status.value += (" &nbsp; <i>(nothing changed: these settings give this same sample; "
+                                  "change the seed for new ones)</i>")
 
     def _on_change(self, _change=None):
         """Controls only mark the figure stale; sampling waits for the Generate button."""
@@ -114,6 +139,7 @@ class SamplerPanel(Panel):
         """(frame indices, list of decoded frames (num_samples, 3, H, W)) for these settings."""
         key = (int(label), float(cfg_scale), int(num_steps), int(seed))
         if key in self._cache:
+            self.last_nfe = self._nfe.get(key)
             return self._cache[key]
         if not isinstance(seed, int) or seed < 0:
             raise ValueError(f"seed={seed!r} is invalid; allowed: an int >= 0")
@@ -123,10 +149,13 @@ class SamplerPanel(Panel):
                                       return_trajectory=True,
                                       **self.sampler_kwargs)
         self.last_nfe = getattr(self.model, "last_nfe", None)
+        self._nfe[key] = self.last_nfe
         idx = pick_frames(len(traj), self.num_frames)
         frames = [decode_latents(self.tokenizer, traj[i]).cpu() for i in idx]
         if len(self._cache) > 16:
-            self._cache.pop(next(iter(self._cache)))
+            oldest = next(iter(self._cache))
+            self._cache.pop(oldest)
+            self._nfe.pop(oldest, None)
         self._cache[key] = (idx, frames, len(traj))
         return self._cache[key]
 
@@ -134,6 +163,6 @@ class SamplerPanel(Panel):
         idx, frames, n = self.trajectory(label, cfg_scale, num_steps, seed)
         rows = [torch.stack([f[i] for f in frames]) for i in range(self.num_samples)]
         last = n - 1
-        cols = ["noise" if i == 0 else ("sample" if i == last else f"{i}/{last}") for i in idx]
-        return labelled_grid(rows, row_labels=[f"seed {seed}.{r}" for r in range(self.num_samples)],
-                             col_labels=cols, scale=self.scale, label_width=70)
+        cols = [self.start_label if i == 0 else ("sample" if i == last else f"{i}/{last}") for i in idx]
+        return labelled_grid(rows, row_labels=[f"seed {seed} #{r}" for r in range(self.num_samples)],
+                             col_labels=cols, scale=self.scale, label_width=80)
