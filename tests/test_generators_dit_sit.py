@@ -50,7 +50,7 @@ def test_paper_parameter_counts():
     with torch.device("meta"):
         counts = {n: create_generator(n).num_params() for n in ("DiT_base", "SiT_base", "LightningDiT_base")}
     assert counts["DiT_base"] / 1e6 == pytest.approx(130.32, abs=0.01)  # the official DiT_base
-    assert counts["SiT_base"] / 1e6 == pytest.approx(130.30, abs=0.01)  # §4.5
+    assert counts["SiT_base"] / 1e6 == pytest.approx(130.30, abs=0.01)  # the official SiT_base (`models/sit.py`)
     assert counts["LightningDiT_base"] / 1e6 == pytest.approx(130.53, abs=0.01)
 
 
