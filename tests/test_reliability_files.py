@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import os
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -316,8 +317,19 @@ def test_notebook_runner_refusals_are_one_line(tmp_path, capsys, monkeypatch):
 
 @pytest.mark.slow
 def test_a_cell_timeout_is_one_line(tmp_path, capsys):
-    code, err = cli("run", "00", "--preset", "smoke", "--out", tmp_path, "--timeout", "1", capsys=capsys)
-    assert code == 2 and "a cell ran longer than --timeout 1 s" in err and "Traceback" not in err
+    import nbformat
+
+    nb = nbformat.v4.new_notebook(metadata={"kernelspec": {"name": "python3", "display_name": "Python 3",
+                                                          "language": "python"}})
+    params = nbformat.v4.new_code_cell('preset = "tiny"\nseed = 0\nout_dir = ""\ninteractive = True')
+    params.metadata["tags"] = ["parameters"]
+    nb.cells = [params, nbformat.v4.new_code_cell("import time\ntime.sleep(30)")]
+    path = tmp_path / "slow.ipynb"
+    nbformat.write(nb, path)
+    t0 = time.monotonic()
+    code, err = cli("run", path, "--preset", "smoke", "--out", tmp_path / "out", "--timeout", "2", capsys=capsys)
+    assert code == 2 and "a cell ran longer than --timeout 2 s" in err and "Traceback" not in err
+    assert time.monotonic() - t0 < 25, "the cell was not stopped at the timeout"
 
 
 def test_truncated_reference_statistics_fail_before_any_work(tmp_path, capsys):

@@ -24,7 +24,8 @@ from pathlib import Path
 
 import papermill as pm
 from jupyter_client.kernelspec import KernelSpecManager
-from jupyter_client.manager import KernelManager
+from jupyter_client.manager import AsyncKernelManager
+from jupyter_client.utils import run_sync
 from nbclient.exceptions import CellTimeoutError
 from papermill.engines import NBClientEngine, papermill_engines
 from papermill.exceptions import PapermillExecutionError
@@ -230,12 +231,14 @@ def _logging_engine(reporter_for):
     return CellLogEngine
 
 
-def _kernel_manager(kernel: str, folder: str) -> KernelManager:
+def _kernel_manager(kernel: str, folder: str) -> AsyncKernelManager:
     """A kernel manager for ``kernel`` over IPC sockets in ``folder`` (TCP on Windows): no open
-    ports, and no 'running over TCP without encryption' warning in the run's log."""
+    ports, and no 'running over TCP without encryption' warning in the run's log. Asynchronous, as
+    nbclient's own: with a blocking client its output poll holds the event loop and ``--timeout``
+    never fires."""
     if os.name == "nt":
-        return KernelManager(kernel_name=kernel)
-    return KernelManager(kernel_name=kernel, transport="ipc", ip=os.path.join(folder, "k"),
+        return AsyncKernelManager(kernel_name=kernel)
+    return AsyncKernelManager(kernel_name=kernel, transport="ipc", ip=os.path.join(folder, "k"),
                          connection_file=os.path.join(folder, "kernel.json"))
 
 
@@ -279,7 +282,6 @@ def run_notebooks(notebooks: list[Path], out: Path, preset: str, seed: int = 0, 
         if (out / nb.name).is_symlink():
             raise CliError(f"{out / nb.name} is a symbolic link; the kit does not write through links (remove it "
                            "or choose another --out)")
-    out.mkdir(parents=True, exist_ok=True)  # check_out_dir leaves nothing behind
     written = []
     for nb in notebooks:
         # out_dir: next to the executed notebook. cache_dir: not passed (unless -p cache_dir), so the
@@ -304,7 +306,7 @@ def run_notebooks(notebooks: list[Path], out: Path, preset: str, seed: int = 0, 
                     )
                 finally:  # nbclient stops only the kernels it made itself
                     if km.has_kernel:
-                        km.shutdown_kernel(now=True)
+                        run_sync(km.shutdown_kernel)(now=True)
         except PapermillExecutionError as e:
             raise CliError(_failure_message(nb.stem, e, target)) from None
         except CellTimeoutError:
