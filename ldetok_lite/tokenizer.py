@@ -66,8 +66,7 @@ TOKENIZERS: dict[str, dict] = {
 }
 # CPU sizes: 32 px / patch 4 (8×8 tokens) and 64 px / patch 8 (8×8 tokens).
 TOKENIZERS["detok_tiny"] = dict(encoder="tiny", decoder="tiny", img_size=32, patch_size=4, token_channels=8)
-TOKENIZERS["detok_small_cpu"] = dict(encoder="mini", decoder="mini", img_size=64, patch_size=8,
-                                     token_channels=16)
+TOKENIZERS["detok_small_cpu"] = dict(encoder="mini", decoder="mini", img_size=64, patch_size=8, token_channels=16)
 
 #: overrides ``create_tokenizer`` accepts (everything else is fixed by the name).
 OVERRIDES = ("img_size", "patch_size", "token_channels", "gamma", "mask_ratio", "use_additive_noise")
@@ -75,8 +74,7 @@ OVERRIDES = ("img_size", "patch_size", "token_channels", "gamma", "mask_ratio", 
 #: overrides that change the number of parameters: given explicitly, the model is sized on the meta device first
 SIZE_OVERRIDES = ("img_size", "patch_size", "token_channels")
 
-#: images outside this range are refused: [0, 1] with room for resampling overshoot, while 0..255 and
-#: [-1, 1] images (the usual mistakes) fall outside it
+#: allowed image values: [0, 1] with room for resampling overshoot; 0..255 and [-1, 1] images fall outside
 IMAGE_RANGE_SLACK = (-0.5, 1.5)
 
 #: training defaults of the README recipe (official README recipe; ``main_reconstruction.py``): γ = 3, M = 0.7.
@@ -90,18 +88,15 @@ DEFAULT_MASK_RATIO = 0.7
 
 
 class DiagonalGaussian:
-    """``N(mean, exp(logvar))`` per token and channel, from moments ``(B, L, 2C)``.
-
-    ``logvar`` is clamped to [-30, 20] as in the official code. ``kl()`` is summed over tokens and
-    channels, one value per sample (covering the visible tokens only when masking).
-    """
+    """``N(mean, exp(logvar))`` per token and channel, from moments ``(B, L, 2C)``; ``logvar`` is
+    clamped to [-30, 20] as in the official code. ``kl()`` is summed over tokens and channels, one
+    value per sample (covering the visible tokens only when masking)."""
 
     def __init__(self, moments: torch.Tensor):
         self.moments = moments
         self.mean, logvar = moments.chunk(2, dim=-1)
         self.logvar = logvar.clamp(-30.0, 20.0)
         self.std = torch.exp(0.5 * self.logvar)
-        self.var = torch.exp(self.logvar)
 
     def sample(self, rng: torch.Generator | None = None) -> torch.Tensor:
         """``mean + std·ε`` (reparameterised; ε drawn from ``rng`` when given), in float32 (or wider)
@@ -318,30 +313,27 @@ class DeTok(nn.Module):
         if x.ndim != 4 or x.shape[1] != 3:
             raise ValueError(f"{name} has shape {tuple(x.shape)}; allowed (B, 3, H, W) RGB images")
         h, w = x.shape[-2:]
-        if h % self.patch_size or w % self.patch_size:
-            raise ValueError(f"{name} has size {h}x{w}, not divisible by patch_size={self.patch_size}")
-        if h != self.img_size or w != self.img_size:
-            raise ValueError(f"{name} has size {h}x{w} ({h // self.patch_size}x{w // self.patch_size} patches) "
-                             f"but the model's grid is {self.grid_size}x{self.grid_size} "
-                             f"(img_size={self.img_size}); resize the images or build the tokenizer "
-                             f"with img_size={h}")
+        if h % self.patch_size or w % self.patch_size or h != self.img_size or w != self.img_size:
+            fix = f"build the tokenizer with img_size={h}" if h == w and not h % self.patch_size else "crop them"
+            size = self.img_size
+            raise ValueError(f"{name} has size {h}x{w}; allowed {size}x{size} (img_size={size}, "
+                             f"patch_size={self.patch_size}): resize the images or {fix}")
         x = self._to_model(x, name)
-        if x.numel() and not x.is_meta:
-            lo, hi = (float(v) for v in torch.aminmax(x.detach()))  # NaN propagates: one reduction checks both
-            if not (math.isfinite(lo) and math.isfinite(hi)):
-                raise ValueError(f"{name} contains NaN or Inf values; allowed finite images in [0, 1]")
-            if lo < IMAGE_RANGE_SLACK[0] or hi > IMAGE_RANGE_SLACK[1]:
-                raise ValueError(f"{name} has values in [{lo:.3g}, {hi:.3g}]; allowed images in [0, 1] "
-                                 "(0..255 images: divide by 255; [-1, 1] images: (x + 1) / 2)")
+        lo, hi = (float(v) for v in torch.aminmax(x.detach())) if x.numel() and not x.is_meta else (0.0, 1.0)
+        if not (math.isfinite(lo) and math.isfinite(hi)):  # NaN propagates: one reduction checks both
+            raise ValueError(f"{name} contains NaN or Inf values; allowed finite images in [0, 1]")
+        if lo < IMAGE_RANGE_SLACK[0] or hi > IMAGE_RANGE_SLACK[1]:
+            raise ValueError(f"{name} has values in [{lo:.3g}, {hi:.3g}]; allowed images in [0, 1] "
+                             "(0..255 images: divide by 255; [-1, 1] images: (x + 1) / 2)")
         return x
 
     def _to_model(self, t: torch.Tensor, name: str) -> torch.Tensor:
         """``t`` on the model's device, cast to its parameter dtype unless autocast (which casts) is on."""
         p = self.encoder.latent_head.weight
+        if t.is_meta and not p.is_meta:
+            raise ValueError(f"{name} is on the meta device (a tensor without values); allowed a tensor on "
+                             f"{p.device}, the tokenizer's device")
         if t.device != p.device:
-            if t.is_meta:
-                raise ValueError(f"{name} is on the meta device (a tensor without values); allowed a tensor on "
-                                 f"{p.device}, the tokenizer's device")
             raise ValueError(f"{name} is on {t.device} but the tokenizer is on {p.device}; allowed a tensor on "
                              f"{p.device} (move it with .to({str(p.device)!r}) or move the tokenizer)")
         if t.dtype != p.dtype and not torch.is_autocast_enabled(t.device.type):

@@ -264,9 +264,10 @@ CASES: list[Case] = [
     Case("tok-tokenize-int64", "tokenize(x) with dtype int64", lambda: tok().tokenize(imgs(dtype=torch.int64)),
          ValueError, r"x has dtype torch\.int64; allowed a float tensor in \[0, 1\]"),
     Case("tok-encode-size", "encode(x) of 64x64 for img_size 32", lambda: tok().encode(imgs(size=64)),
-         ValueError, r"x has size 64x64 .*img_size=32\); resize the images or build the tokenizer with img_size=64"),
+         ValueError, r"x has size 64x64; allowed 32x32 \(img_size=32, patch_size=4\): resize the images or build the "
+         r"tokenizer with img_size=64"),
     Case("tok-encode-size-patch", "encode(x) of 30x30 (patch 4)", lambda: tok().encode(imgs(size=30)),
-         ValueError, r"x has size 30x30, not divisible by patch_size=4"),
+         ValueError, r"x has size 30x30; allowed 32x32 \(img_size=32, patch_size=4\): resize the images or crop them"),
     Case("tok-encode-nan", "encode(x) with a NaN pixel", lambda: tok().encode(poisoned(NAN)),
          ValueError, r"x contains NaN or Inf values; allowed finite images in \[0, 1\]"),
     Case("tok-encode-0-255", "encode(x) of float images in 0..255", lambda: tok().encode(imgs() * 255),

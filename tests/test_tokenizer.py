@@ -392,8 +392,8 @@ def test_tokenize_detokenize_and_stats(tiny, images):
     "bad, match",
     [
         (torch.rand(2, 1, 32, 32), "shape"),
-        (torch.rand(2, 3, 30, 30), "divisible"),
-        (torch.rand(2, 3, 64, 64), "grid"),
+        (torch.rand(2, 3, 30, 30), "resize the images or crop them"),
+        (torch.rand(2, 3, 64, 64), "build the tokenizer with img_size=64"),
         (torch.rand(3, 32, 32), "shape"),
         ((torch.rand(2, 3, 32, 32) * 255).to(torch.uint8), "dtype"),
         (torch.full((2, 3, 32, 32), float("nan")), "NaN"),
