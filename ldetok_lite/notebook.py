@@ -148,16 +148,9 @@ class NotebookRun:
         return path
 
     def show(self, panel, filename: str | None = None) -> None:
-        """A widget cell: render the static figure (raises on error), save it, and show the
-        interactive panel only when ``interactive`` is true. Returns None, so a cell ending with
-        ``run.show(panel)`` does not display the panel a second time."""
-        img = panel.static()
-        name = filename or type(panel).__name__.lower()
-        self.save(img, name)
-        if self.interactive and _in_ipython():
-            from IPython.display import display
-
-            display(panel.ui)
+        """A widget cell: the same as ``panel.show(run, filename)`` (static figure saved; shown
+        headless, the live panel when ``interactive``). Returns None."""
+        panel.show(self, filename)
 
     def summary(self, **metrics) -> Path:
         """Merge ``metrics`` into ``out_dir/summary.json`` (atomic write)."""
