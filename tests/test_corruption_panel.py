@@ -102,7 +102,7 @@ def test_tokenizer_mode(images, tok):
 
 
 def test_panel_bad_input(images, tok):
-    with pytest.raises(ValueError, match="grid"):
+    with pytest.raises(ValueError, match="images has size 64x64; allowed 32x32"):
         CorruptionPanel(torch.rand(1, 3, 64, 64), tokenizer=tok)
     with pytest.raises(ValueError, match="patch"):
         CorruptionPanel(torch.rand(1, 3, 30, 30), patch_size=8)
