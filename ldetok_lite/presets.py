@@ -34,7 +34,8 @@ from .config import (
 )
 
 __all__ = [
-    "PRESET_NAMES", "load_preset", "TOKENIZER_VARIANTS", "TOKENIZER_ORDER", "variant_settings", "variant_name",
+    "PRESET_NAMES", "load_preset", "TOKENIZER_VARIANTS", "TOKENIZER_ORDER", "CONV_PREFIX", "CONV_COUNTERPART",
+    "variant_settings", "variant_name",
     "tokenizer_recipe", "warm_start_recipe", "decoder_finetune", "GENERATOR_FAMILIES", "SWEEPS", "SWEEP_FAMILIES",
     "ComparePlan", "PLAN_NAMES", "compare_plan", "OFFICIAL_CFG_GRIDS", "OUR_CFG_GRIDS", "OFFICIAL_STEPS",
     "EvalProtocol", "cfg_grid", "eval_protocol",
@@ -170,6 +171,12 @@ TOKENIZER_VARIANTS: dict[str, dict] = {
     "additive": {"gamma": 3.0, "mask_ratio": 0.7, "use_additive_noise": True},
 }
 TOKENIZER_ORDER = tuple(TOKENIZER_VARIANTS)
+
+#: ``cnn-<variant>``: the same corruption on the convolutional tokenizer (``conv_tokenizer``,
+#: notebook 11) with the latent grid of the preset's ViT: the ViT model → its CNN counterpart
+CONV_PREFIX = "cnn-"
+CONV_COUNTERPART = {"detok_tiny": "cnn_tiny"}
+CONV_DEFAULT = "mar_vae"  # the 256 px ViTs (16×16×16 latents) have MAR-VAE's grid
 _CUSTOM = re.compile(r"^g([0-9.]+)-m([0-9.]+)(-add)?$")
 
 
@@ -188,7 +195,10 @@ def variant_name(gamma: float, mask_ratio: float, use_additive_noise: bool = Fal
 
 
 def variant_settings(name: str) -> dict:
-    """``{"gamma", "mask_ratio", "use_additive_noise"}`` of a named or ``g{γ}-m{M}[-add]`` variant."""
+    """``{"gamma", "mask_ratio", "use_additive_noise"}`` of a named or ``g{γ}-m{M}[-add]`` variant;
+    ``cnn-<variant>`` is the same corruption on the convolutional tokenizer (:func:`tokenizer_recipe`)."""
+    if str(name).startswith(CONV_PREFIX):
+        return variant_settings(str(name)[len(CONV_PREFIX):])
     if name in TOKENIZER_VARIANTS:
         return dict(TOKENIZER_VARIANTS[name])
     m = _CUSTOM.match(str(name))
@@ -220,6 +230,8 @@ def tokenizer_recipe(preset: Preset | str, variant: str, seed: int = 0
     that is its own warm start (the preset's plain AE) gets ``warm_start="none"``."""
     p = _preset(preset)
     tok = p.tokenizer.replace(**variant_settings(variant))
+    if str(variant).startswith(CONV_PREFIX):
+        tok = tok.replace(model=CONV_COUNTERPART.get(tok.model, CONV_DEFAULT))
     train = p.tokenizer_train.replace(seed=_check_seed(seed))
     if tok.warm_start == "plain" and warm_start_recipe(tok, train) is None:
         tok = tok.replace(warm_start="none", warm_start_steps=0, warm_start_seed=-1)

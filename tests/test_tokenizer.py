@@ -323,7 +323,7 @@ def test_training_forward_draw_order(images):
 
 
 def test_forward_uses_the_samplers(images, monkeypatch):
-    import ldetok_lite.tokenizer as T
+    import ldetok_lite.autoencoder as T  # the training forward lives in the shared base
 
     calls = {}
 

@@ -38,10 +38,12 @@ def build_tokenizer(tok_cfg: TokenizerConfig, img_size: int) -> nn.Module:
 
 def freeze_encoder(model: nn.Module) -> list[str]:
     """Decoder-only fine-tuning (the official ``DeTok.freeze_everything_but_decoder``): ``requires_grad=False``
-    for everything but the decoder."""
+    for everything but the decoder (the model's ``DECODER_PREFIXES``)."""
     frozen = []
-    for name, p in ckpt.unwrap(model).named_parameters():
-        if not name.startswith("decoder."):
+    model = ckpt.unwrap(model)
+    keep = getattr(model, "DECODER_PREFIXES", ("decoder.",))
+    for name, p in model.named_parameters():
+        if not name.startswith(keep):
             p.requires_grad_(False)
             frozen.append(name)
     return frozen
