@@ -10,7 +10,10 @@ adaLN and output layers, which would hide mistakes) and saved the way its ``save
 ``ldetok_lite`` loads the file (``convert.load_official_checkpoint``,
 ``generators.load_official_checkpoint``) and both models run on the same inputs. It prints the
 largest absolute difference of each comparison and exits non-zero above ``--tol`` (1e-4).
-``--large`` adds MAR-L as released (diffloss d8 w1280; about 8 GB of memory). Runs on a CPU.
+``--large`` adds MAR-L as released (diffloss d8 w1280; about 8 GB of memory). ``--mar-repo``
+(a checkout of github.com/LTH14/mar) adds MAR-VAE: its ``models/vae.py`` builds kl16, the file is
+saved as ``kl16.ckpt`` is, and ``convert_vae.load_mar_vae`` must give the same latents and images.
+Runs on a CPU.
 Not part of the test suite: it needs the official code, which this project does not ship.
 """
 
@@ -24,6 +27,7 @@ from pathlib import Path
 import torch
 
 from ldetok_lite.convert import load_official_checkpoint as load_official_tokenizer
+from ldetok_lite.convert_vae import load_mar_vae
 from ldetok_lite.generators import load_official_checkpoint, ours_to_official
 from ldetok_lite.generators.blocks import RotaryEmbedding2D
 from ldetok_lite.generators.mar import patchify
@@ -79,6 +83,25 @@ def check_tokenizer(report: Report, official, tmp: Path) -> None:
     with torch.no_grad():  # the official model takes images in [-1, 1], ours in [0, 1]
         report("detok_BB", "tokenize (posterior mean)", off.tokenize(images * 2 - 1), ours.tokenize(images))
         report("detok_BB", "reconstruct", off.reconstruct(images * 2 - 1), ours.reconstruct(images))
+
+
+def check_mar_vae(report: Report, mar_repo: Path, tmp: Path) -> None:
+    """MAR's own KL-16 VAE (``models/vae.py``) against ``load_mar_vae`` of the same weights."""
+    sys.path.insert(0, str(mar_repo / "models"))
+    import vae as mar_vae  # noqa: E402  (MAR's module, found through --mar-repo)
+
+    off = mar_vae.AutoencoderKL(embed_dim=16, ch_mult=(1, 1, 2, 2, 4)).eval()
+    perturb(off, scale=0.02)
+    torch.save({"model": off.state_dict()}, tmp / "kl16.ckpt")
+    ours = load_mar_vae(tmp / "kl16.ckpt")
+    images = torch.rand(2, 3, 256, 256, generator=torch.Generator().manual_seed(6))
+    with torch.no_grad():
+        post = off.encode(images * 2 - 1)
+        z, _, ours_post = ours.encode(images)
+        report("MAR-VAE kl16", "posterior mean", post.mean, z.transpose(1, 2).unflatten(2, (16, 16)))
+        report("MAR-VAE kl16", "posterior log-variance", post.logvar,
+               ours_post.logvar.transpose(1, 2).unflatten(2, (16, 16)))
+        report("MAR-VAE kl16", "decode", off.decode(post.mean) * 0.5 + 0.5, ours.decode(z))
 
 
 def check_transformers(report: Report, official, tmp: Path, x, y, null) -> None:
@@ -162,8 +185,11 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--official", required=True, help="a checkout of github.com/Jiawei-Yang/DeTok")
     parser.add_argument("--large", action="store_true", help="also MAR-L as released (about 8 GB of memory)")
+    parser.add_argument("--mar-repo", help="a checkout of github.com/LTH14/mar: also check MAR-VAE (kl16)")
     parser.add_argument("--tol", type=float, default=1e-4)
     args = parser.parse_args(argv)
+    if args.mar_repo and not (Path(args.mar_repo) / "models" / "vae.py").is_file():
+        parser.error(f"--mar-repo {args.mar_repo!r} is not a checkout of the MAR code (no models/vae.py)")
     root = Path(args.official).resolve()
     if not (root / "models" / "detok.py").is_file():
         parser.error(f"--official {str(root)!r} is not a checkout of the official code (no models/detok.py)")
@@ -191,6 +217,8 @@ def main(argv=None) -> int:
         check_transformers(report, official, tmp, x, y, null)
         check_mar(report, official, tmp, x, y, "base", (6, 1024))
         check_ardiff(report, official, tmp, x, y)
+        if args.mar_repo:
+            check_mar_vae(report, Path(args.mar_repo).resolve(), tmp)
         if args.large:
             check_mar(report, official, tmp, torch.randn(2, C, 16, 16, generator=g), y[:2], "large", (8, 1280))
     worst = max(report.rows)
