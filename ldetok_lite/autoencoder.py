@@ -1,7 +1,7 @@
 """What every tokenizer of the kit shares: input checks, the latent Gaussian, the training forward
 with latent denoising, latent normalisation and the inference API (``tokenize`` / ``detokenize`` /
 ``reconstruct``). The ViT tokenizer (``tokenizer.DeTok``, notebook 02) and the convolutional one
-(``conv_tokenizer.ConvTok``, notebook 11) implement ``encode`` / ``decode`` on top of it, so the
+(``conv_tokenizer.ConvTok``) implement ``encode`` / ``decode`` on top of it, so the
 trainer, the losses, the generators and the widgets take either.
 """
 

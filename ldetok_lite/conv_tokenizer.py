@@ -5,9 +5,9 @@ corruption improves MAR-B from 3.32 to 2.82 gFID) and its two baselines, SD-VAE 
 and MAR-VAE (``kl16.ckpt``), are all this architecture: ResNet blocks with down/up-sampling and a
 middle attention block. The blocks are diffusers' ``Encoder`` / ``Decoder`` (the library the
 official l-DeTok code depends on too), so the state dict has diffusers' ``AutoencoderKL`` keys and
-SD-VAE loads with strict keys. Notebook 11 builds the corruption into it.
+SD-VAE loads with strict keys.
 
-Corruption on a latent *map* (our choice, notebook 11 says why):
+Corruption on a latent *map* (our choice, and why):
 
 - noise: exactly as for the ViT, interpolative (paper eq. 1) or additive, on every latent position;
 - masking: a convolution cannot skip input patches the way the ViT encoder drops tokens (its

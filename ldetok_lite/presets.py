@@ -172,8 +172,8 @@ TOKENIZER_VARIANTS: dict[str, dict] = {
 }
 TOKENIZER_ORDER = tuple(TOKENIZER_VARIANTS)
 
-#: ``cnn-<variant>``: the same corruption on the convolutional tokenizer (``conv_tokenizer``,
-#: notebook 11) with the latent grid of the preset's ViT: the ViT model → its CNN counterpart
+#: ``cnn-<variant>``: the same corruption on the convolutional tokenizer (``conv_tokenizer``; the
+#: paper's architecture-agnostic claim) with the latent grid of the preset's ViT: ViT → its CNN counterpart
 CONV_PREFIX = "cnn-"
 CONV_COUNTERPART = {"detok_tiny": "cnn_tiny"}
 CONV_DEFAULT = "mar_vae"  # the 256 px ViTs (16×16×16 latents) have MAR-VAE's grid

@@ -22,9 +22,8 @@ PKG = ROOT / "ldetok_lite"
 LAYERS = {
     0: {"__init__", "_compat", "config", "io", "device", "presets"},
     1: {"data", "corruption", "checkpoint", "assets"},
-    2: {"layers", "autoencoder", "tokenizer", "conv_tokenizer", "generators", "losses", "convert", "convert_vae",
-        "pretrained", "metrics", "analysis", "viz",
-        "widgets", "notebook"},
+    2: {"layers", "autoencoder", "tokenizer", "conv_tokenizer", "generators", "losses", "distill", "convert",
+        "convert_vae", "pretrained", "metrics", "analysis", "viz", "widgets", "notebook"},
     3: {"training", "evaluation"},
     4: {"experiments"},
     5: {"cli"},

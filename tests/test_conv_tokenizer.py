@@ -1,4 +1,4 @@
-"""The convolutional tokenizer (notebook 11): shapes, corruption on the latent map, train/eval
+"""The convolutional tokenizer: shapes, corruption on the latent map, train/eval
 behaviour, training through the kit's trainer, and SD-VAE / MAR-VAE weights in their released
 layouts (made by diffusers' own classes with random init)."""
 
