@@ -147,6 +147,15 @@ class LatentAutoencoder(nn.Module):
             raise ValueError(f"{name} has shape {tuple(z.shape)}; allowed (B, L, {c}) latent tokens")
         return self._to_model(z, name)
 
+    def _set_corruption(self, gamma, mask_ratio, use_additive_noise) -> None:
+        """Check and keep the training corruption: γ ≥ 0 (paper eq. 1), M in [0, 1), additive or interpolative."""
+        if not isinstance(gamma, numbers.Real) or isinstance(gamma, bool) or not 0 <= gamma < math.inf:
+            raise ValueError(f"gamma={gamma!r} is out of range; allowed a finite float >= 0")
+        self.mask_ratio = self._check_mask_ratio(mask_ratio)
+        if not isinstance(use_additive_noise, bool):
+            raise ValueError(f"use_additive_noise={use_additive_noise!r} must be a bool")
+        self.gamma, self.use_additive_noise = float(gamma), use_additive_noise
+
     def _check_mask_ratio(self, mask_ratio) -> float:
         if not isinstance(mask_ratio, numbers.Real) or isinstance(mask_ratio, bool) or not 0 <= mask_ratio < 1:
             raise ValueError(f"mask_ratio={mask_ratio!r} is out of range; allowed [0, 1)")

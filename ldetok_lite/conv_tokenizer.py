@@ -21,9 +21,6 @@ The KL term covers every latent position (the encoder computes them all).
 
 from __future__ import annotations
 
-import math
-import numbers
-
 import torch
 from torch import nn
 
@@ -98,16 +95,11 @@ class ConvTok(LatentAutoencoder):
         if img_size % factor:
             raise ValueError(f"img_size={img_size} is not divisible by the downsampling factor {factor} "
                              f"({len(channels)} levels)")
-        if not isinstance(gamma, numbers.Real) or isinstance(gamma, bool) or not 0 <= gamma < math.inf:
-            raise ValueError(f"gamma={gamma!r} is out of range; allowed a finite float >= 0")
-        self._check_mask_ratio(mask_ratio)
-        if not isinstance(use_additive_noise, bool):
-            raise ValueError(f"use_additive_noise={use_additive_noise!r} must be a bool")
+        self._set_corruption(gamma, mask_ratio, use_additive_noise)
         self.img_size, self.patch_size = img_size, factor
         self.grid_size = img_size // factor
         self.seq_len = self.grid_size**2
         self.token_channels = token_channels
-        self.gamma, self.mask_ratio, self.use_additive_noise = float(gamma), float(mask_ratio), use_additive_noise
         self.scale_factor = 1.0
         Encoder, Decoder = _diffusers_blocks()
         self.encoder = Encoder(in_channels=3, out_channels=token_channels, down_block_types=down,

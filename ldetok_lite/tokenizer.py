@@ -18,9 +18,6 @@ Hugging Face). Download them yourself; nothing here downloads.
 
 from __future__ import annotations
 
-import math
-import numbers
-
 import torch
 from torch import nn
 
@@ -215,12 +212,7 @@ class DeTok(LatentAutoencoder):
                 raise ValueError(f"{key}={value!r} is out of range; allowed an int >= 1")
         if img_size % patch_size != 0:
             raise ValueError(f"img_size={img_size} is not divisible by patch_size={patch_size}")
-        if not isinstance(gamma, numbers.Real) or isinstance(gamma, bool) or not 0 <= gamma < math.inf:
-            raise ValueError(f"gamma={gamma!r} is out of range; allowed a finite float >= 0")
-        if not isinstance(mask_ratio, numbers.Real) or isinstance(mask_ratio, bool) or not 0 <= mask_ratio < 1:
-            raise ValueError(f"mask_ratio={mask_ratio!r} is out of range; allowed [0, 1)")
-        if not isinstance(use_additive_noise, bool):
-            raise ValueError(f"use_additive_noise={use_additive_noise!r} must be a bool")
+        self._set_corruption(gamma, mask_ratio, use_additive_noise)
         for key, size in (("encoder", encoder), ("decoder", decoder)):
             if size not in SIZES:
                 raise ValueError(f"{key}={size!r} is not a known size; allowed: {', '.join(SIZES)}")
@@ -229,9 +221,6 @@ class DeTok(LatentAutoencoder):
         self.grid_size = img_size // patch_size
         self.seq_len = self.grid_size**2
         self.token_channels = token_channels
-        self.gamma = float(gamma)
-        self.mask_ratio = float(mask_ratio)
-        self.use_additive_noise = use_additive_noise
         self.scale_factor = 1.0
         self.encoder = Encoder(img_size, patch_size, *SIZES[encoder], token_channels)
         self.decoder = Decoder(img_size, patch_size, *SIZES[decoder], token_channels)
