@@ -64,7 +64,7 @@ def _diffusers_blocks():
 class ConvTok(LatentAutoencoder):
     """The convolutional KL autoencoder with latent denoising. Build one with ``create_tokenizer``
     (``cnn_tiny``, ``sd_vae``, ``mar_vae``); load released weights with
-    ``convert.load_sd_vae`` / ``convert.load_mar_vae``.
+    ``convert_vae.load_sd_vae`` / ``convert_vae.load_mar_vae``.
 
     Same interface as ``DeTok``: ``forward`` (training, ``(recon, kl)``), ``encode`` / ``decode``
     with latent tokens ``(B, h·w, C)`` in row-major order, ``tokenize`` / ``detokenize`` /
