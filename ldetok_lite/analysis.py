@@ -18,7 +18,8 @@ import torch
 from .corruption import additive_noise, interpolative_noise, num_kept
 from .metrics import psnr
 
-__all__ = ["corrupt_and_decode", "noise_robustness", "robustness_curves", "neighbour_correlation", "latent_pca"]
+__all__ = ["corrupt_and_decode", "noise_robustness", "robustness_curves", "neighbour_correlation", "latent_pca",
+           "linear_probe", "latent_probe"]
 
 
 def _device_of(module) -> torch.device:
@@ -138,3 +139,36 @@ def latent_pca(tokenizer, images: torch.Tensor) -> torch.Tensor:
     proj = (proj - lo) / (hi - lo).clamp_min(1e-8)
     g = tokenizer.grid_size
     return proj.transpose(1, 2).reshape(-1, 3, g, g)
+
+
+@torch.no_grad()
+def linear_probe(features_train: torch.Tensor, labels_train: torch.Tensor, features_test: torch.Tensor,
+                 labels_test: torch.Tensor, ridge: float = 1e-2) -> float:
+    """Accuracy of a ridge-regression classifier (one-hot targets, closed form
+    ``W = (XᵀX + λI)⁻¹ XᵀY`` on standardised features with a bias) fitted on ``features_train``
+    (B, D) and scored on ``features_test``: how much class information a representation carries
+    in linearly readable form (notebook 12 reads latents with it)."""
+    if features_train.ndim != 2 or features_test.ndim != 2 or features_train.shape[1] != features_test.shape[1]:
+        raise ValueError(f"features are {tuple(features_train.shape)} and {tuple(features_test.shape)}; allowed "
+                         "(B, D) and (B', D)")
+    if not ridge > 0:
+        raise ValueError(f"ridge={ridge!r} is out of range; allowed > 0")
+    xtr, xte = features_train.double(), features_test.double()
+    mean, std = xtr.mean(0), xtr.std(0).clamp_min(1e-6)
+    xtr, xte = (xtr - mean) / std, (xte - mean) / std
+    xtr = torch.cat([xtr, torch.ones(len(xtr), 1, dtype=xtr.dtype)], 1)
+    xte = torch.cat([xte, torch.ones(len(xte), 1, dtype=xte.dtype)], 1)
+    k = int(max(labels_train.max(), labels_test.max())) + 1
+    y = torch.nn.functional.one_hot(labels_train.long(), k).double()
+    w = torch.linalg.solve(xtr.T @ xtr + ridge * len(xtr) * torch.eye(xtr.shape[1], dtype=xtr.dtype), xtr.T @ y)
+    return float(((xte @ w).argmax(1) == labels_test.long()).double().mean())
+
+
+@torch.no_grad()
+def latent_probe(tokenizer, images_train: torch.Tensor, labels_train: torch.Tensor, images_test: torch.Tensor,
+                 labels_test: torch.Tensor, batch_size: int = 256) -> float:
+    """:func:`linear_probe` on a tokenizer's whole latent grids (posterior means, flattened)."""
+    def feats(x):
+        return torch.cat([tokenizer.tokenize(c.to(_device_of(tokenizer))).float().flatten(1).cpu()
+                          for c in x.split(batch_size)])
+    return linear_probe(feats(images_train), labels_train, feats(images_test), labels_test)

@@ -15,6 +15,7 @@ from torch import nn
 
 from . import _compat
 from .corruption import _check_gamma, _tau_for, additive_noise, interpolative_noise, sample_mask_ratio, sample_tau
+from .distill import LatentAligner
 
 __all__ = ["LatentAutoencoder", "DiagonalGaussian", "IMAGE_RANGE_SLACK"]
 
@@ -189,12 +190,16 @@ class LatentAutoencoder(nn.Module):
     # ---------------------------------------------------------------- training forward
 
     @_compat.renamed_keywords(generator="rng")
-    def forward(self, x, rng: torch.Generator | None = None):
+    def forward(self, x, rng: torch.Generator | None = None, align_to: torch.Tensor | None = None):
         """Training forward: ``(recon (B, 3, H, W) in [0,1]-space unclamped, kl (B,))``.
 
         In train mode: m = max(0, U(-0.1, M)) once per batch, τ ~ U[0, 1) per sample (when
         γ > 0), posterior sample, noise on the visible latents, decoder with [MASK] tokens
         (official ``DeTok.encode`` / ``DeTok.forward``). In eval mode: no mask, no noise, posterior mean.
+
+        ``align_to``: a teacher's feature map ``(B, D, H', W')`` (semantic distillation; needs
+        :meth:`attach_aligner`): a third item, ``(alignment loss, its parts)``, of the clean latents
+        (the posterior mean, before noise) at the positions the encoder kept.
         """
         if self.training:
             if not isinstance(x, torch.Tensor):
@@ -204,7 +209,30 @@ class LatentAutoencoder(nn.Module):
             z, ids_restore, posterior = self.encode(x, m, tau, sampling=True, rng=rng)
         else:
             z, ids_restore, posterior = self.encode(x)
-        return self.decode(z, ids_restore), posterior.kl()
+        out = self.decode(z, ids_restore), posterior.kl()
+        if align_to is None:
+            return out
+        return (*out, self.align(posterior.mean, ids_restore, align_to))
+
+    # ---------------------------------------------------------------- semantic distillation
+
+    def attach_aligner(self, teacher_dim: int) -> None:
+        """Add the trainable projection of semantic distillation (``distill.LatentAligner``,
+        ``aligner.*`` in the state dict) from the latent channels to a teacher's ``teacher_dim``."""
+        self.aligner = LatentAligner(self.token_channels, teacher_dim)
+
+    def align(self, z: torch.Tensor, ids_restore, features: torch.Tensor) -> tuple[torch.Tensor, dict]:
+        """VA-VAE's alignment loss of latent tokens ``z`` (B, L, C) with the teacher map ``features``;
+        when the encoder dropped tokens (L < N), the teacher's tokens at the kept positions."""
+        if getattr(self, "aligner", None) is None:
+            raise ValueError("align_to needs the aligner: build the tokenizer with align_dim=<teacher width> "
+                             "(create_tokenizer) or call attach_aligner(teacher_dim)")
+        ids_keep = None
+        if z.shape[1] < self.seq_len:
+            if ids_restore is None:
+                raise ValueError(f"z has {z.shape[1]} of {self.seq_len} tokens but no ids_restore to place them")
+            ids_keep = torch.argsort(ids_restore, dim=1)[:, :z.shape[1]]
+        return self.aligner(z, features, grid=self.grid_size, ids_keep=ids_keep)
 
     # ---------------------------------------------------------------- inference API
 

@@ -272,8 +272,11 @@ def read_config(path: str | os.PathLike) -> dict:
     return config
 
 
-def load_weights(model: nn.Module, directory: str | os.PathLike, which: str = "ema", strict: bool = True) -> nn.Module:
-    """Load ``model``/``ema`` safetensors from a checkpoint into ``model`` (in place)."""
+def load_weights(model: nn.Module, directory: str | os.PathLike, which: str = "ema", strict: bool = True,
+                 new_ok: tuple[str, ...] = ()) -> nn.Module:
+    """Load ``model``/``ema`` safetensors from a checkpoint into ``model`` (in place). ``new_ok``:
+    prefixes of the model's tensors the checkpoint may lack (they keep their initial values, e.g. the
+    distillation projection of a tokenizer that continues from a plain AE); any other mismatch is an error."""
     if which not in ("ema", "model"):
         raise ValueError(f"which={which!r} is not known; allowed: 'ema', 'model'")
     d = resolve_checkpoint(directory)
@@ -282,6 +285,9 @@ def load_weights(model: nn.Module, directory: str | os.PathLike, which: str = "e
     sd = load_tensors(f)
     target = unwrap(model)
     try:
+        if new_ok:
+            keep = {k: v for k, v in target.state_dict().items() if k.startswith(tuple(new_ok)) and k not in sd}
+            sd = {**keep, **sd}
         target.load_state_dict(sd, strict=strict)
     except RuntimeError as e:
         spec = getattr(target, "spec", None)

@@ -271,16 +271,25 @@ class TokenizerConfig(Config):
     warm_start: str = "none"
     warm_start_steps: int = 0
     warm_start_seed: int = -1
+    # semantic distillation, VA-VAE style (distill.py, teacher.py; notebook 12): the weight of the
+    # alignment loss (0: off), the frozen teacher (shapes-teacher: trained once on the data; or a timm
+    # model name such as vit_large_patch14_dinov2.lvd142m with its weights file) and, for
+    # shapes-teacher, its training steps
+    distill_weight: float = 0.0
+    distill_teacher: str = "shapes-teacher"
+    distill_teacher_path: str = ""
+    distill_teacher_steps: int = 400
 
     @property
     def is_plain(self) -> bool:
-        """No latent noise and no masking: a plain autoencoder."""
-        return self.gamma == 0 and self.mask_ratio == 0
+        """No latent noise, no masking and no distillation: a plain autoencoder."""
+        return self.gamma == 0 and self.mask_ratio == 0 and self.distill_weight == 0
 
     def as_plain(self) -> "TokenizerConfig":
-        """This tokenizer without corruption or warm start: the plain AE the variants start from."""
+        """This tokenizer without corruption, distillation or warm start: the plain AE the variants
+        start from."""
         return self.replace(gamma=0.0, mask_ratio=0.0, use_additive_noise=False, warm_start="none",
-                            warm_start_steps=0, warm_start_seed=-1)
+                            warm_start_steps=0, warm_start_seed=-1, distill_weight=0.0)
 
     def validate(self):
         _check_choice(self, "warm_start", ("none", "plain"))
@@ -292,9 +301,12 @@ class TokenizerConfig(Config):
         _check_range(self, "mask_ratio", lo=0.0, hi=1.0, hi_open=True)
         _check_choice(self, "recon_loss", ("mse", "l1", "l2+l1"))
         _check_choice(self, "perceptual_net", ("lpips-vgg", "lpips-convnext", "lpips-random"))
-        for name in ("perceptual_weight", "kl_weight", "gan_weight"):
+        for name in ("perceptual_weight", "kl_weight", "gan_weight", "distill_weight"):
             _check_range(self, name, lo=0.0)
         _check_range(self, "gan_start_step", lo=0)
+        _check_range(self, "distill_teacher_steps", lo=1)
+        if not self.distill_teacher:
+            raise ConfigError("tokenizer.distill_teacher is empty; allowed: shapes-teacher or a timm model name")
 
 
 @dataclass(frozen=True)

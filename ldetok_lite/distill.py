@@ -70,13 +70,18 @@ class LatentAligner(nn.Module):
         self.margins = (_check_margin("cos_margin", cos_margin), _check_margin("distmat_margin", distmat_margin))
         self.weights = (float(cos_weight), float(distmat_weight))
 
-    def forward(self, z: torch.Tensor, features: torch.Tensor) -> tuple[torch.Tensor, dict]:
+    def forward(self, z: torch.Tensor, features: torch.Tensor, grid: int | None = None,
+                ids_keep: torch.Tensor | None = None) -> tuple[torch.Tensor, dict]:
+        """``grid``: the latent grid's side (default: ``z`` holds the whole square grid);
+        ``ids_keep`` (B, L): the grid positions of ``z``'s tokens when the encoder dropped some."""
         if features.ndim != 4 or features.shape[1] != self.proj.out_features:
             raise ValueError(f"features has shape {tuple(features.shape)}; allowed (B, {self.proj.out_features}, H, W)")
-        grid = round(z.shape[1] ** 0.5)
-        if grid * grid != z.shape[1]:
+        grid = grid or round(z.shape[1] ** 0.5)
+        if ids_keep is None and grid * grid != z.shape[1]:
             raise ValueError(f"z has {z.shape[1]} tokens; allowed a square grid of latent tokens (B, h·w, C)")
         if features.shape[-2:] != (grid, grid):
             features = F.adaptive_avg_pool2d(features, grid)
         teacher = features.flatten(2).transpose(1, 2)
+        if ids_keep is not None:
+            teacher = torch.gather(teacher, 1, ids_keep[..., None].expand(-1, -1, teacher.shape[-1]))
         return vf_alignment_loss(self.proj(z), teacher, *self.margins, *self.weights)

@@ -34,7 +34,8 @@ from .config import (
 )
 
 __all__ = [
-    "PRESET_NAMES", "load_preset", "TOKENIZER_VARIANTS", "TOKENIZER_ORDER", "CONV_PREFIX", "CONV_COUNTERPART",
+    "PRESET_NAMES", "load_preset", "TOKENIZER_VARIANTS", "TOKENIZER_ORDER", "DISTILL_WEIGHT", "CONV_PREFIX",
+    "CONV_COUNTERPART",
     "variant_settings", "variant_name",
     "tokenizer_recipe", "warm_start_recipe", "decoder_finetune", "GENERATOR_FAMILIES", "SWEEPS", "SWEEP_FAMILIES",
     "ComparePlan", "PLAN_NAMES", "compare_plan", "OFFICIAL_CFG_GRIDS", "OUR_CFG_GRIDS", "OFFICIAL_STEPS",
@@ -50,7 +51,7 @@ def _smoke() -> Preset:
     return Preset(
         name="smoke",
         data=DataConfig(num_train=256, num_val=64),
-        tokenizer=TokenizerConfig(warm_start="plain"),
+        tokenizer=TokenizerConfig(warm_start="plain", distill_teacher_steps=20),
         tokenizer_train=TrainConfig(steps=6, batch_size=16, blr=1e-3, warmup_frac=0.1, log_every=2),
         generator=GeneratorConfig(num_sampling_steps=4),
         generator_train=TrainConfig(
@@ -162,15 +163,26 @@ def _check_seed(seed) -> int:
 # Tokenizer variants (the paper's ablations) and their recipes
 # ============================================================================================
 
-#: the named variants: (γ, M, additive noise). Others are written ``g{γ}-m{M}[-add]``.
+#: the weight of the alignment loss in the distilled variants. VA-VAE rescales its loss at every step
+#: so that its gradient is a tenth (``vf_weight`` 0.1) of the reconstruction's; the kit keeps a fixed
+#: weight with that ratio, measured on the latents of the tiny plain AE (gradient norms 2.6e-5 and
+#: 5e-3 to 1.2e-2 after fitting the projection: 0.1 × 0.002-0.005)
+DISTILL_WEIGHT = 5e-4
+
+#: the named variants: (γ, M, additive noise, distillation weight). Others are written ``g{γ}-m{M}[-add]``.
 TOKENIZER_VARIANTS: dict[str, dict] = {
-    "plain": {"gamma": 0.0, "mask_ratio": 0.0, "use_additive_noise": False},
-    "mask_only": {"gamma": 0.0, "mask_ratio": 0.7, "use_additive_noise": False},
-    "noise_only": {"gamma": 3.0, "mask_ratio": 0.0, "use_additive_noise": False},
-    "ldetok": {"gamma": 3.0, "mask_ratio": 0.7, "use_additive_noise": False},
-    "additive": {"gamma": 3.0, "mask_ratio": 0.7, "use_additive_noise": True},
+    "plain": {"gamma": 0.0, "mask_ratio": 0.0, "use_additive_noise": False, "distill_weight": 0.0},
+    "mask_only": {"gamma": 0.0, "mask_ratio": 0.7, "use_additive_noise": False, "distill_weight": 0.0},
+    "noise_only": {"gamma": 3.0, "mask_ratio": 0.0, "use_additive_noise": False, "distill_weight": 0.0},
+    "ldetok": {"gamma": 3.0, "mask_ratio": 0.7, "use_additive_noise": False, "distill_weight": 0.0},
+    "additive": {"gamma": 3.0, "mask_ratio": 0.7, "use_additive_noise": True, "distill_weight": 0.0},
+    # semantic distillation (VA-VAE style), alone and on top of l-DeTok (the paper's "l-DeTok + Distill")
+    "distill": {"gamma": 0.0, "mask_ratio": 0.0, "use_additive_noise": False, "distill_weight": DISTILL_WEIGHT},
+    "ldetok-distill": {"gamma": 3.0, "mask_ratio": 0.7, "use_additive_noise": False,
+                       "distill_weight": DISTILL_WEIGHT},
 }
-TOKENIZER_ORDER = tuple(TOKENIZER_VARIANTS)
+#: the paper's ablation variants: ``bench compare``'s default list
+TOKENIZER_ORDER = ("plain", "mask_only", "noise_only", "ldetok", "additive")
 
 #: ``cnn-<variant>``: the same corruption on the convolutional tokenizer (``conv_tokenizer``; the
 #: paper's architecture-agnostic claim) with the latent grid of the preset's ViT: ViT → its CNN counterpart
@@ -188,14 +200,15 @@ def variant_name(gamma: float, mask_ratio: float, use_additive_noise: bool = Fal
         raise ValueError(f"gamma={gamma} is out of range; allowed >= 0")
     if not 0.0 <= mask_ratio < 1.0:
         raise ValueError(f"mask_ratio={mask_ratio} is out of range; allowed [0, 1)")
-    for name, v in TOKENIZER_VARIANTS.items():
+    for name in TOKENIZER_ORDER:
+        v = TOKENIZER_VARIANTS[name]
         if (v["gamma"], v["mask_ratio"], v["use_additive_noise"]) == (gamma, mask_ratio, bool(use_additive_noise)):
             return name
     return f"g{gamma:g}-m{mask_ratio:g}" + ("-add" if use_additive_noise else "")
 
 
 def variant_settings(name: str) -> dict:
-    """``{"gamma", "mask_ratio", "use_additive_noise"}`` of a named or ``g{γ}-m{M}[-add]`` variant;
+    """``{"gamma", "mask_ratio", "use_additive_noise", "distill_weight"}`` of a named or ``g{γ}-m{M}[-add]`` variant;
     ``cnn-<variant>`` is the same corruption on the convolutional tokenizer (:func:`tokenizer_recipe`)."""
     if str(name).startswith(CONV_PREFIX):
         return variant_settings(str(name)[len(CONV_PREFIX):])
@@ -207,7 +220,7 @@ def variant_settings(name: str) -> dict:
                          f"{', '.join(TOKENIZER_VARIANTS)} or 'g<gamma>-m<mask_ratio>[-add]' (e.g. 'g2-m0.7')")
     gamma, mask = float(m.group(1)), float(m.group(2))
     variant_name(gamma, mask)  # range checks
-    return {"gamma": gamma, "mask_ratio": mask, "use_additive_noise": bool(m.group(3))}
+    return {"gamma": gamma, "mask_ratio": mask, "use_additive_noise": bool(m.group(3)), "distill_weight": 0.0}
 
 
 def warm_start_recipe(tok: TokenizerConfig, train: TrainConfig) -> tuple[TokenizerConfig, TrainConfig] | None:
@@ -243,12 +256,13 @@ def decoder_finetune(tok: TokenizerConfig, train: TrainConfig, steps: int | None
     """The paper's second tokenizer stage (official README, ``--train_decoder_only``;
     ``DeTok.freeze_everything_but_decoder``): the decoder alone, clean latents (γ = 0, M = 0), half
     the learning rate, 5 % warm-up, a tenth of the perceptual weight, the GAN from the first step,
-    and ``steps`` steps (default: half of ``train``'s, as the paper's 100 of 200 epochs)."""
+    and ``steps`` steps (default: half of ``train``'s, as the paper's 100 of 200 epochs). The encoder is
+    frozen, so a distilled tokenizer's alignment loss is off too."""
     if steps is not None and (not isinstance(steps, int) or isinstance(steps, bool) or steps < 1):
         raise ValueError(f"decoder fine-tune steps={steps!r} must be an int >= 1")
     ft_tok = tok.replace(decoder_only=True, gamma=0.0, mask_ratio=0.0, use_additive_noise=False, warm_start="none",
                          warm_start_steps=0, warm_start_seed=-1, perceptual_weight=tok.perceptual_weight * 0.1,
-                         gan_start_step=0)
+                         gan_start_step=0, distill_weight=0.0)
     ft_train = train.replace(steps=steps or max(1, train.steps // 2), blr=train.blr / 2, lr=train.lr / 2,
                              warmup_frac=0.05)
     return ft_tok, ft_train

@@ -273,12 +273,24 @@ def create_tokenizer(name: str = "detok_tiny", **overrides) -> LatentAutoencoder
     the convolutional ``cnn_tiny``, ``sd_vae``, ``mar_vae``: ``conv_tokenizer``).
 
     ``overrides``: ``img_size``, ``patch_size``, ``token_channels``, ``gamma``, ``mask_ratio``,
-    ``use_additive_noise``. Explicit sizes are checked on the meta device first: more than
-    ``config.MAX_PARAMS`` parameters raise ``ValueError`` before anything is allocated. Build on the
-    meta device (``with torch.device("meta"):``) to inspect large sizes without allocating them.
+    ``use_additive_noise``; ``align_dim`` > 0 adds the projection of semantic distillation to a
+    teacher of that width (:meth:`LatentAutoencoder.attach_aligner`; notebook 12). Explicit sizes
+    are checked on the meta device first: more than ``config.MAX_PARAMS`` parameters raise
+    ``ValueError`` before anything is allocated. Build on the meta device
+    (``with torch.device("meta"):``) to inspect large sizes without allocating them.
     """
-    if name in CONV_TOKENIZERS or name == "cnn_custom":
-        return create_conv_tokenizer(name, **overrides)
+    align_dim = overrides.pop("align_dim", 0)
+    if isinstance(align_dim, bool) or not isinstance(align_dim, int) or align_dim < 0:
+        raise ValueError(f"align_dim={align_dim!r} is out of range; allowed an int >= 0 (0: no distillation)")
+    model = create_conv_tokenizer(name, **overrides) if name in CONV_TOKENIZERS or name == "cnn_custom" else \
+        _create_vit_tokenizer(name, **overrides)
+    if align_dim:
+        model.attach_aligner(align_dim)
+        model.spec["kwargs"]["align_dim"] = align_dim
+    return model
+
+
+def _create_vit_tokenizer(name: str, **overrides) -> DeTok:
     if name not in TOKENIZERS:
         known = [*TOKENIZERS, *CONV_TOKENIZERS]
         raise ValueError(f"unknown tokenizer {name!r}{suggest(name, known)}; allowed: {', '.join(known)}")

@@ -22,7 +22,7 @@ PKG = ROOT / "ldetok_lite"
 LAYERS = {
     0: {"__init__", "_compat", "config", "io", "device", "presets"},
     1: {"data", "corruption", "checkpoint", "assets"},
-    2: {"layers", "autoencoder", "tokenizer", "conv_tokenizer", "generators", "losses", "distill", "convert",
+    2: {"layers", "autoencoder", "tokenizer", "conv_tokenizer", "generators", "losses", "distill", "teacher", "convert",
         "convert_vae", "pretrained", "metrics", "analysis", "viz", "widgets", "notebook"},
     3: {"training", "evaluation"},
     4: {"experiments"},

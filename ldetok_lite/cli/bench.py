@@ -174,7 +174,9 @@ def add_compare_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--cache-dir", default="runs/cache", help="trained tokenizers and generators")
     parser.add_argument("--feature-cache-dir", default=None, help="FID feature network cache (default: fid's)")
     parser.add_argument("--tokenizers", nargs="+", default=list(TOKENIZER_ORDER),
-                        help="variants: plain mask_only noise_only ldetok additive, or g<gamma>-m<M>[-add]")
+                        help="variants: plain mask_only noise_only ldetok additive (the default), distill "
+                             "ldetok-distill (semantic distillation), g<gamma>-m<M>[-add]; a cnn- prefix (cnn-plain, "
+                             "cnn-ldetok) trains the convolutional tokenizer")
     parser.add_argument("--generators", nargs="*", default=list(GENERATOR_FAMILIES), choices=GENERATOR_FAMILIES,
                         help="generator families (none: tokenizers only)")
     parser.add_argument("--sweeps", action="store_true", help="also the gamma / M / noise-type sweeps")

@@ -31,6 +31,7 @@ from .. import checkpoint as ckpt
 from ..config import Preset, TokenizerConfig, TrainConfig, diff_configs, suggest
 from ..device import pick_device
 from ..presets import (
+    CONV_PREFIX,
     GENERATOR_FAMILIES,
     PRESET_NAMES,
     decoder_finetune,
@@ -184,7 +185,8 @@ def _tokenizer(p: Preset, label: str, tok: TokenizerConfig, train: TrainConfig, 
     def fit():
         init_from = None
         if base is not None:  # the plain AE it continues from: cached too, shared by the variants
-            label_base = "plain" if base == tokenizer_recipe(p, "plain", base[1].seed)[:2] else "warm-start"
+            plain_name = CONV_PREFIX + "plain" if label.startswith(CONV_PREFIX) else "plain"
+            label_base = plain_name if base == tokenizer_recipe(p, plain_name, base[1].seed)[:2] else "warm-start"
             plain = _tokenizer(p, label_base, *base, cache_dir, dev, log, None, progress, "ema")
             init_from, warm["s"] = ckpt.latest_checkpoint(plain.run_dir, log=log), plain.train_seconds
             log(f"{label!r} continues from the plain AE ({init_from})")

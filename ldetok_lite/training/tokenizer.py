@@ -22,6 +22,7 @@ from ..device import autocast, pick_device, seed_everything
 from ..losses import ReconstructionLoss
 from ..metrics import psnr, ssim
 from ..presets import warm_start_recipe
+from ..teacher import get_teacher
 from ..tokenizer import create_tokenizer
 from .batches import ImageSource, flip_images, step_rng
 from .loop import Job, TrainResult, check_config_types, fit, save_sample_figure
@@ -29,11 +30,19 @@ from .loop import Job, TrainResult, check_config_types, fit, save_sample_figure
 __all__ = ["build_tokenizer", "freeze_encoder", "train_tokenizer"]
 
 
-def build_tokenizer(tok_cfg: TokenizerConfig, img_size: int) -> nn.Module:
-    """``create_tokenizer(tok_cfg.model, ...)`` with the config's corruption settings."""
+def build_tokenizer(tok_cfg: TokenizerConfig, img_size: int, align_dim: int = 0) -> nn.Module:
+    """``create_tokenizer(tok_cfg.model, ...)`` with the config's corruption settings (and the
+    distillation projection to a teacher of width ``align_dim`` > 0)."""
     return create_tokenizer(tok_cfg.model, img_size=img_size, patch_size=tok_cfg.patch_size,
                             token_channels=tok_cfg.token_channels, gamma=tok_cfg.gamma,
-                            mask_ratio=tok_cfg.mask_ratio, use_additive_noise=tok_cfg.use_additive_noise)
+                            mask_ratio=tok_cfg.mask_ratio, use_additive_noise=tok_cfg.use_additive_noise,
+                            align_dim=align_dim)
+
+
+def _align_dim_of(source) -> int:
+    """The distillation projection's width in the checkpoint ``source`` (0: none)."""
+    spec = ckpt.read_config(ckpt.resolve_checkpoint(source, log=lambda *_: None)).get("spec") or {}
+    return int((spec.get("kwargs") or {}).get("align_dim", 0))
 
 
 def freeze_encoder(model: nn.Module) -> list[str]:
@@ -55,7 +64,8 @@ def train_tokenizer(tok_cfg: TokenizerConfig, train_cfg: TrainConfig, data_cfg: 
                     convnext_path=None, init_weights: str = "model") -> TrainResult:
     """Train (or resume, or just reload when finished) an l-DeTok tokenizer into ``out_dir``.
 
-    ``tok_cfg``: model name, γ, M, additive noise, loss weights, ``decoder_only``.
+    ``tok_cfg``: model name, γ, M, additive noise, loss weights, ``decoder_only``, semantic
+    distillation (``distill_weight`` > 0: the teacher of ``distill_teacher``, ``teacher.get_teacher``).
     ``init_from``: a run or checkpoint directory to start from (online weights → model, EMA → EMA),
     used only when ``out_dir`` has no checkpoint yet; required for ``decoder_only``. Without it, a
     ``tok_cfg`` with a warm start (``presets.warm_start_recipe``) first trains its plain AE into
@@ -73,20 +83,33 @@ def train_tokenizer(tok_cfg: TokenizerConfig, train_cfg: TrainConfig, data_cfg: 
     if tok_cfg.decoder_only and init_from is None and ckpt.latest_checkpoint(out_dir, log=lambda *_: None) is None:
         raise ValueError("decoder_only=True needs init_from=<a pretrained tokenizer run or checkpoint directory>")
     dev = pick_device(device)
-    fresh = ckpt.latest_checkpoint(out_dir, log=lambda *_: None) is None
+    latest = ckpt.latest_checkpoint(out_dir, log=lambda *_: None)
+    fresh = latest is None
     base = warm_start_recipe(tok_cfg, train_cfg)
     if base is not None and init_from is None and fresh:
         log(f"warm start (tokenizer.warm_start=plain): training the plain AE into {Path(out_dir) / 'warm_start'}")
         init_from = train_tokenizer(*base, data_cfg, Path(out_dir) / "warm_start", device=device, progress=progress,
                                     log=log, rank=rank, world_size=world_size).checkpoint
+    # semantic distillation: the frozen teacher, and the projection the tokenizer trains with it; a
+    # decoder-only fine-tune keeps the projection of the run it starts from (frozen, unused)
+    teacher, align_dim = None, 0
+    if tok_cfg.distill_weight > 0 and not tok_cfg.decoder_only:
+        teacher = get_teacher(tok_cfg.distill_teacher, data_cfg, tok_cfg.distill_teacher_path,
+                              tok_cfg.distill_teacher_steps, log=log).to(dev)
+        align_dim = teacher.dim
+    elif not fresh or init_from is not None:
+        align_dim = _align_dim_of(latest if not fresh else init_from)
     seed_everything(train_cfg.seed, rank)
-    model = build_tokenizer(tok_cfg, data_cfg.img_size)
+    model = build_tokenizer(tok_cfg, data_cfg.img_size, align_dim)
     init_ema = None
     if init_from is not None and fresh:
         src = ckpt.resolve_checkpoint(init_from, log=log)
-        ckpt.load_weights(model, src, which=init_weights)
+        new = ("aligner.",) if align_dim and not _align_dim_of(src) else ()  # distillation starts here
+        ckpt.load_weights(model, src, which=init_weights, new_ok=new)
         if (src / ckpt.EMA_FILE).is_file():
             init_ema = ckpt.load_tensors(src / ckpt.EMA_FILE)
+            if new:
+                init_ema.update({k: v.clone() for k, v in model.state_dict().items() if k.startswith(new)})
         log(f"initialised from {src}")
     if tok_cfg.decoder_only:
         frozen = freeze_encoder(model)
@@ -116,8 +139,14 @@ def train_tokenizer(tok_cfg: TokenizerConfig, train_cfg: TrainConfig, data_cfg: 
 
     def compute_loss(fwd, idx, step, micro):
         x = batch(idx, step, micro)
-        recon, kl = fwd(x)
-        loss, metrics = loss_mod.generator_loss(recon, x, kl, step)
+        if teacher is None:
+            recon, kl = fwd(x)
+            loss, metrics = loss_mod.generator_loss(recon, x, kl, step)
+        else:  # + w · (L_mcos + L_mdms) of the clean latents against the teacher (distill.py)
+            recon, kl, (vf, vf_parts) = fwd(x, align_to=teacher(x))
+            loss, metrics = loss_mod.generator_loss(recon, x, kl, step)
+            loss = loss + tok_cfg.distill_weight * vf
+            metrics = {**metrics, **vf_parts, "loss": loss.detach()}
         aux = (recon.detach(), x) if loss_mod.gan_active(step) else None
         return loss, metrics, aux
 
