@@ -67,6 +67,25 @@ def test_write_outputs_and_load(tmp_path):
     assert C.load_comparison(tmp_path / "missing") is None
 
 
+def test_pairs_beyond_the_main_ratio(tmp_path):
+    rows = _rows()
+    for seed, (plain, ldetok, distill) in enumerate([(12.0, 9.0, 6.0), (10.0, 8.0, 6.0)]):
+        rows += [{"kind": "generator", "family": "SiT", "variant": v, "seed": seed, "gfid": g}
+                 for v, g in (("cnn-plain", plain), ("cnn-ldetok", ldetok), ("distill", distill))]
+    s = C.summarize(rows)
+    cnn = s["pairs"]["cnn-ldetok/cnn-plain"]
+    assert cnn["generators"]["SiT"]["mean"] == pytest.approx((9 / 12 + 8 / 10) / 2)
+    assert s["pairs"]["distill/plain"]["generators"]["SiT"]["per_seed"] == {0: pytest.approx(0.6), 1: 0.5}
+    assert "ldetok-distill/ldetok" not in s["pairs"]  # not measured
+    assert "ldetok/plain" not in s["pairs"]  # the main ratio is not repeated
+    assert "gFID(cnn-ldetok) / gFID(cnn-plain)" in C.format_table(s)
+    paths = C.write_outputs(s, tmp_path)
+    with open(paths["pairs_csv"]) as f:
+        pairs = {(r["target"], r["baseline"], r["generator"]): r for r in csv.DictReader(f)}
+    assert float(pairs[("distill", "ldetok", "SiT")]["ratio_mean"]) == pytest.approx((6 / 8 + 6 / 9) / 2, abs=1e-4)
+    assert paths["png"].is_file()
+
+
 def test_sweep_summary_and_plot(tmp_path):
     rows = []
     for g in range(5):
@@ -85,7 +104,8 @@ def test_variants_and_plans():
     assert P.variant_name(0, 0) == "plain"
     assert P.variant_name(3, 0.7, True) == "additive"
     assert P.variant_name(2, 0.7) == "g2-m0.7"
-    assert P.variant_settings("g2-m0.9-add") == {"gamma": 2.0, "mask_ratio": 0.9, "use_additive_noise": True}
+    assert P.variant_settings("g2-m0.9-add") == {"gamma": 2.0, "mask_ratio": 0.9, "use_additive_noise": True,
+                                                 "distill_weight": 0.0}
     assert P.variant_settings("noise_only")["mask_ratio"] == 0.0
     with pytest.raises(ValueError, match="mask_ratio"):
         P.variant_name(3, 1.0)

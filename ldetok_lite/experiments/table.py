@@ -16,10 +16,10 @@ from pathlib import Path
 import matplotlib.pyplot as plt
 
 from ..io import read_jsonl, write_text_atomic
-from ..presets import GENERATOR_FAMILIES, SWEEPS, TOKENIZER_ORDER, variant_name
+from ..presets import CONV_PREFIX, GENERATOR_FAMILIES, SWEEPS, TOKENIZER_ORDER, variant_name
 from ..viz import save_figure
 
-__all__ = ["PAPER_GFID", "PAPER_RATIOS", "summarize", "summarize_sweeps", "format_table", "write_outputs",
+__all__ = ["PAPER_GFID", "PAPER_RATIOS", "PAIRS", "summarize", "summarize_sweeps", "format_table", "write_outputs",
            "plot_comparison", "plot_sweeps", "load_comparison"]
 
 #: The paper's gFIDs (l-DeTok, baseline) behind its ratios: against its own no-noise baseline
@@ -31,6 +31,18 @@ PAPER_GFID = {
                    "SiT": (5.13, 6.26), "DiT": (6.58, 8.20), "LightningDiT": (3.63, 3.98)},
 }
 PAPER_RATIOS = {k: {f: round(a / b, 3) for f, (a, b) in v.items()} for k, v in PAPER_GFID.items()}
+
+#: the other ratios a comparison reports when it measured both variants: (target, baseline, the question)
+PAIRS = (
+    ("cnn-ldetok", "cnn-plain", "l-DeTok on the convolutional tokenizer (paper: MAR-B 3.32 -> 2.82)"),
+    ("distill", "plain", "semantic distillation alone (VA-VAE style)"),
+    ("ldetok-distill", "ldetok", "distillation on top of l-DeTok (paper: gains on SiT/DiT/LightningDiT, "
+                                 "losses on RasterAR)"),
+    ("distill", "ldetok", "distillation instead of l-DeTok (paper: VA-VAE vs l-DeTok, MAR 16.66 vs 2.43, "
+                          "SiT 4.33 vs 5.13)"),
+)
+_VARIANT_ORDER = (*TOKENIZER_ORDER, "distill", "ldetok-distill")
+_ORDER = (*_VARIANT_ORDER, *(CONV_PREFIX + v for v in _VARIANT_ORDER))
 
 
 def _mean_std(values) -> tuple[float, float, int]:
@@ -82,7 +94,22 @@ def summarize(rows: list[dict], baseline: str = "plain", target: str = "ldetok")
         if v in toks and "rfid_mean" in toks[v]:
             d["rfid_mean"], d["rfid_std"] = toks[v]["rfid_mean"], toks[v]["rfid_std"]
         gens.setdefault(fam, {})[v] = d
-    ratios = {}
+    ratios = {fam: {**r, "paper_vs_own_baseline": PAPER_RATIOS["own no-noise baseline"].get(fam),
+                    "paper_vs_mar_vae": PAPER_RATIOS["vs MAR-VAE"].get(fam)}
+              for fam, r in _paired_ratios(gens, cells, target, baseline).items()}
+    beats = {fam: (r["mean"] < 0.99) if r["n"] else None for fam, r in ratios.items()}
+    pairs = {}
+    for tgt, base, question in PAIRS:
+        per_fam = _paired_ratios(gens, cells, tgt, base)
+        if per_fam and (tgt, base) != (target, baseline):
+            pairs[f"{tgt}/{base}"] = {"target": tgt, "baseline": base, "question": question, "generators": per_fam}
+    return {"baseline": baseline, "target": target, "tokenizers": toks, "generators": gens, "ratios": ratios,
+            "beats_baseline": beats, "pairs": pairs, "paper_ratios": PAPER_RATIOS, "paper_gfid": PAPER_GFID}
+
+
+def _paired_ratios(gens: dict, cells: dict, target: str, baseline: str) -> dict:
+    """{family: {mean, std, n, per_seed, of_means}} of gFID(target)/gFID(baseline), paired by seed."""
+    out = {}
     for fam, per in gens.items():
         if baseline not in per or target not in per:
             continue
@@ -91,12 +118,8 @@ def summarize(rows: list[dict], baseline: str = "plain", target: str = "ldetok")
         per_seed = {s: tgt[s] / base[s] for s in sorted(set(base) & set(tgt)) if base[s] and base[s] > 0}
         m, s, n = _mean_std(per_seed.values())
         of_means = per[target]["gfid_mean"] / per[baseline]["gfid_mean"] if per[baseline].get("gfid_mean") else None
-        ratios[fam] = {"mean": m, "std": s, "n": n, "per_seed": per_seed, "of_means": of_means,
-                       "paper_vs_own_baseline": PAPER_RATIOS["own no-noise baseline"].get(fam),
-                       "paper_vs_mar_vae": PAPER_RATIOS["vs MAR-VAE"].get(fam)}
-    beats = {fam: (r["mean"] < 0.99) if r["n"] else None for fam, r in ratios.items()}
-    return {"baseline": baseline, "target": target, "tokenizers": toks, "generators": gens, "ratios": ratios,
-            "beats_baseline": beats, "paper_ratios": PAPER_RATIOS, "paper_gfid": PAPER_GFID}
+        out[fam] = {"mean": m, "std": s, "n": n, "per_seed": per_seed, "of_means": of_means}
+    return out
 
 
 def summarize_sweeps(rows: list[dict]) -> dict:
@@ -161,11 +184,17 @@ def format_table(summary: dict) -> str:
             lines.append(f"{fam:<13} {_fmt(r['mean'], r['std'], 3):<22} n={r['n']}      "
                          f"{_fmt(p1, None, 3):>6} / {_fmt(p2, None, 3):<6}          "
                          f"{'yes' if summary['beats_baseline'].get(fam) else 'no'}")
+    for key, pair in (summary.get("pairs") or {}).items():
+        lines.append("")
+        lines.append(f"gFID({pair['target']}) / gFID({pair['baseline']}): {pair['question']}")
+        for fam in _ordered_fams(pair["generators"]):
+            r = pair["generators"][fam]
+            lines.append(f"{fam:<13} {_fmt(r['mean'], r['std'], 3):<22} n={r['n']}")
     return "\n".join(lines)
 
 
 def _ordered(names) -> list[str]:
-    return sorted(names, key=lambda v: (TOKENIZER_ORDER.index(v) if v in TOKENIZER_ORDER else 99, v))
+    return sorted(names, key=lambda v: (_ORDER.index(v) if v in _ORDER else 99, v))
 
 
 def _ordered_fams(names) -> list[str]:
@@ -187,7 +216,8 @@ def _csv_text(header: list[str], rows: list[list]) -> str:
 
 
 def write_outputs(summary: dict, out_dir, meta: dict | None = None, sweeps: dict | None = None) -> dict[str, Path]:
-    """Write ``summary.json``, ``table.csv``, ``ratios.csv``, ``comparison.png`` (and with
+    """Write ``summary.json``, ``table.csv``, ``ratios.csv``, ``pairs.csv`` (:data:`PAIRS` measured),
+    ``comparison.png`` (and with
     ``sweeps`` ``sweeps.csv`` / ``sweeps.png``, else ``tokenizers.csv`` always) into ``out_dir``."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -224,6 +254,12 @@ def write_outputs(summary: dict, out_dir, meta: dict | None = None, sweeps: dict
         [[f, r["mean"], r["std"], r["n"], r["of_means"], r["paper_vs_own_baseline"], r["paper_vs_mar_vae"],
           summary["beats_baseline"].get(f)] for f, r in ((f, summary["ratios"][f])
                                                          for f in _ordered_fams(summary["ratios"]))]))
+    paths["pairs_csv"] = out / "pairs.csv"
+    write_text_atomic(paths["pairs_csv"], _csv_text(
+        ["target", "baseline", "generator", "ratio_mean", "ratio_std", "seeds", "ratio_of_means", "question"],
+        [[p["target"], p["baseline"], f, r["mean"], r["std"], r["n"], r["of_means"], p["question"]]
+         for p in (summary.get("pairs") or {}).values() for f, r in ((f, p["generators"][f])
+                                                                       for f in _ordered_fams(p["generators"]))]))
     paths["table_txt"] = out / "table.txt"
     write_text_atomic(paths["table_txt"], format_table(summary) + "\n")
     paths["png"] = save_figure(plot_comparison(summary), out / "comparison.png")
@@ -239,7 +275,8 @@ def write_outputs(summary: dict, out_dir, meta: dict | None = None, sweeps: dict
 
 def plot_comparison(summary: dict):
     """Left: gFID per generator for each tokenizer (error bars: std over seeds; rFID in the
-    legend). Right: the ratio gFID(l-DeTok)/gFID(plain) per generator next to the paper's."""
+    legend). Right: the ratio gFID(l-DeTok)/gFID(plain) per generator next to the paper's, and the
+    measured :data:`PAIRS`."""
     fig, axes = plt.subplots(1, 2, figsize=(12, 4.2))
     fams = _ordered_fams(summary["generators"])
     variants = _ordered({v for f in fams for v in summary["generators"][f]})
@@ -264,15 +301,20 @@ def plot_comparison(summary: dict):
         ax.text(0.5, 0.5, "no generator measured yet", ha="center", va="center", transform=ax.transAxes)
     ax = axes[1]
     rfams = _ordered_fams(summary["ratios"])
+    pairs = summary.get("pairs") or {}
+    rfams = _ordered_fams(set(rfams).union(*(p["generators"] for p in pairs.values())))
     if rfams:
+        nan = {"mean": float("nan"), "std": 0.0}
+        series = [(f"{summary['target']}/{summary['baseline']}", [summary["ratios"].get(f, nan) for f in rfams])]
+        series += [(key, [p["generators"].get(f, nan) for f in rfams]) for key, p in pairs.items()]
+        series += [(f"paper: {summary['target']} vs {name}",
+                    [{"mean": PAPER_RATIOS[k].get(f) or float("nan"), "std": 0.0} for f in rfams])
+                   for k, name in (("own no-noise baseline", "own baseline"), ("vs MAR-VAE", "MAR-VAE"))]
+        w = 0.8 / len(series)
+        for i, (label, vals) in enumerate(series):
+            ax.bar([j + (i - (len(series) - 1) / 2) * w for j in range(len(rfams))], [v["mean"] for v in vals], w,
+                   yerr=[v["std"] for v in vals], capsize=2, label=label, hatch="//" if label[:6] == "paper:" else None)
         x = range(len(rfams))
-        ours = [summary["ratios"][f]["mean"] for f in rfams]
-        err = [summary["ratios"][f]["std"] for f in rfams]
-        p_own = [summary["ratios"][f]["paper_vs_own_baseline"] or float("nan") for f in rfams]
-        p_vae = [summary["ratios"][f]["paper_vs_mar_vae"] or float("nan") for f in rfams]
-        ax.bar([i - 0.27 for i in x], ours, 0.27, yerr=err, capsize=2, label="this run")
-        ax.bar(list(x), p_own, 0.27, label="paper vs own baseline")
-        ax.bar([i + 0.27 for i in x], p_vae, 0.27, label="paper vs MAR-VAE")
         ax.axhline(1.0, color="k", lw=0.8)
         ax.axhline(0.85, color="gray", ls="--", lw=0.8, label="goal 0.85")
         ax.set_xticks(list(x), rfams, rotation=20)
@@ -280,7 +322,8 @@ def plot_comparison(summary: dict):
     else:
         ax.text(0.5, 0.5, "no ratio yet (needs plain and ldetok\nfor the same generator)", ha="center",
                 va="center", transform=ax.transAxes)
-    ax.set_title(f"gFID({summary['target']}) / gFID({summary['baseline']})  (< 1: {summary['target']} wins)")
+    ax.set_title("gFID ratios (< 1: the first tokenizer wins)" if pairs else
+                 f"gFID({summary['target']}) / gFID({summary['baseline']})  (< 1: {summary['target']} wins)")
     fig.tight_layout()
     return fig
 
