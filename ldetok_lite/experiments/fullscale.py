@@ -27,7 +27,9 @@ from pathlib import Path
 from typing import Callable
 
 from .. import checkpoint as ckpt
+from ..assets import MissingWeightsError
 from ..config import Preset, TrainConfig
+from ..convert_vae import load_mar_vae, load_sd_vae
 from ..io import open_append, parse_overrides, read_jsonl, repo_root, write_json_atomic
 from ..presets import decoder_finetune, tokenizer_recipe
 from ..training import train_generator, train_tokenizer
@@ -41,7 +43,8 @@ PARAMETERS: dict[str, tuple[type, tuple | None]] = {
     "dataset": (str, None),  # empty: the preset's dataset
     "img_size": (int, None),  # 0: the preset's image size
     "overrides": (str, None),  # group.key=value items separated by spaces, commas or semicolons
-    "variant": (str, None),  # tokenizer variant (presets.TOKENIZER_VARIANTS)
+    "variant": (str, None),  # tokenizer variant (presets.TOKENIZER_VARIANTS), or a baseline (BASELINES)
+    "baseline_path": (str, None),  # 20: the released weights of a baseline variant (sd-vae, mar-vae)
     "finetune": (bool, None),  # 20: run the decoder fine-tune after pre-training
     "family": (str, None),  # 21/22: generator family
     "tokenizer_dir": (str, None),  # 21/22: a tokenizer run; empty: the one notebook 20 made
@@ -108,6 +111,37 @@ def tokenizer_stages(preset: Preset, variant: str = "ldetok", steps: int = 0, fi
         ft_tok, ft_train = decoder_finetune(tok, train)
         stages.append(Stage("decoder_ft", preset.replace(tokenizer=ft_tok, tokenizer_train=ft_train), "pretrain"))
     return stages
+
+
+#: the paper's baselines (Table 1): released weights, imported instead of trained (notebook 20), then
+#: used by notebooks 21 and 22 like any tokenizer run: variant -> (loader, what baseline_path must name)
+BASELINES: dict[str, tuple[Callable, str]] = {
+    "sd-vae": (load_sd_vae, "SD-VAE in diffusers format: the folder of stabilityai/sd-vae-ft-ema (config.json and "
+                            "diffusion_pytorch_model.safetensors)"),
+    "mar-vae": (load_mar_vae, "MAR-VAE: kl16.ckpt from the MAR repository (LTH14/mar, pretrained_models/vae)"),
+}
+
+
+def import_baseline(variant: str, path: str | Path, out_dir: str | Path, log: Callable = print) -> Path:
+    """The released weights of baseline ``variant`` (``sd-vae`` | ``mar-vae``) as a kit checkpoint in
+    ``out_dir/baseline`` (found there when imported earlier), without latent corruption; returns
+    that run folder. ``MissingWeightsError`` names the file to get when ``path`` is empty or missing."""
+    if variant not in BASELINES:
+        raise ValueError(f"variant {variant!r} is not a baseline; allowed: {', '.join(BASELINES)}")
+    loader, what = BASELINES[variant]
+    run_dir = Path(out_dir) / "baseline"
+    if ckpt.latest_checkpoint(run_dir, log=lambda *_: None) is not None:
+        log(f"baseline {variant}: imported earlier ({run_dir}); delete it to import again")
+        return run_dir
+    if not path or not Path(path).expanduser().exists():
+        raise MissingWeightsError(f"variant={variant!r} imports released weights: set baseline_path to {what}"
+                                  + (f" ({str(path)!r} does not exist)" if path else ""))
+    model = loader(Path(path).expanduser(), gamma=0.0, mask_ratio=0.0)
+    n = sum(p.numel() for p in model.parameters())
+    ckpt.save_pretrained(model, ckpt.checkpoint_dir(run_dir, 0), step=0,
+                         config={"baseline": {"variant": variant, "source": str(path)}})
+    log(f"baseline {variant}: {n / 1e6:.1f} M parameters from {path} -> {run_dir}")
+    return run_dir
 
 
 def generator_stage(preset: Preset, steps: int = 0) -> Stage:
@@ -237,6 +271,7 @@ def read_history(run_dir: Path) -> list[dict]:
 
 
 __all__ = [
-    "PARAMETERS", "build_preset", "scale_steps", "Stage", "tokenizer_stages", "generator_stage",
+    "PARAMETERS", "BASELINES", "import_baseline", "build_preset", "scale_steps", "Stage", "tokenizer_stages",
+    "generator_stage",
     "torchrun_command", "stream_subprocess", "run_stage", "run_key", "write_pointer", "read_pointer", "read_history",
 ]
