@@ -75,6 +75,13 @@ def _shape_distance(kind: torch.Tensor, u: torch.Tensor, v: torch.Tensor, r: tor
     return stacked.gather(1, kind[:, None, None, None].expand(-1, 1, *u.shape[1:])).squeeze(1)
 
 
+def random_hflip(images: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+    """Each image of a batch (B, C, H, W) mirrored left-right with probability 1/2: the augmentation of
+    the kit's small classifiers (the FID network, the distillation teacher)."""
+    flip = torch.rand(len(images), generator=generator) < 0.5
+    return torch.where(flip[:, None, None, None].to(images.device), images.flip(-1), images)
+
+
 def generate_shapes(labels: torch.Tensor, img_size: int = 32, generator: torch.Generator | None = None) -> torch.Tensor:
     """Render one image per label as uint8 (N, 3, H, W). Class = colour_family * 5 + shape."""
     n = labels.shape[0]

@@ -33,7 +33,7 @@ from torch import nn
 from .assets import MissingWeightsError
 from .assets import cache_dir as default_cache_dir
 from .config import DataConfig
-from .data import make_dataset
+from .data import make_dataset, random_hflip
 from .io import load_state_dict_file, load_tensors, save_tensors_atomic
 
 __all__ = ["SHAPES_TEACHER", "Teacher", "TeacherSettings", "train_shapes_teacher", "get_teacher", "load_timm_teacher"]
@@ -140,10 +140,7 @@ def train_shapes_teacher(data: DataConfig, settings: TeacherSettings = TeacherSe
     net.train().requires_grad_(True)
     for step in range(settings.steps):
         idx = torch.randint(len(images), (settings.batch_size,), generator=g)
-        x = images[idx]
-        flip = torch.rand(len(idx), generator=g) < 0.5
-        x = torch.where(flip[:, None, None, None], x.flip(-1), x)
-        loss = F.cross_entropy(net((x - 0.5) / 0.5), labels[idx])
+        loss = F.cross_entropy(net((random_hflip(images[idx], g) - 0.5) / 0.5), labels[idx])
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
@@ -229,6 +226,10 @@ def get_teacher(name: str, data: DataConfig, path: str | Path = "", steps: int |
     ``MissingWeightsError`` instead of training) or a timm model with weights ``path``."""
     if name != SHAPES_TEACHER:
         return load_timm_teacher(name, path)
+    if data.dataset == "imagefolder":
+        raise ValueError(f"distill_teacher={SHAPES_TEACHER!r} is the teacher of the embedded datasets (it trains on "
+                         "all images in memory); for an image folder such as ImageNet set tokenizer.distill_teacher "
+                         "to a timm model (e.g. vit_large_patch14_dinov2.lvd142m) and distill_teacher_path")
     s = TeacherSettings() if steps is None else TeacherSettings(steps=int(steps))
     file = Path(cache_dir if cache_dir else default_cache_dir()) / "teacher" / f"{s.key(data)}.safetensors"
     if file.is_file():

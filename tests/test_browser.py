@@ -23,6 +23,7 @@ SCREENSHOTS = ROOT / "runs" / "browser-screenshots"
 NOTEBOOKS = {
     "01_latent_corruption": ("tau", "gamma", "mask"),
     "04_latent_explorer": ("tau", "gamma", "mask"),
+    "11_cnn_tokenizer": ("tau", "gamma", "mask"),
 }
 
 pytestmark = [pytest.mark.browser, pytest.mark.timeout(600)]

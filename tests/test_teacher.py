@@ -60,6 +60,8 @@ def test_timm_teacher_from_a_weights_file(tmp_path):
         load_timm_teacher("dinov9_giant", path)
     with pytest.raises(ValueError, match="does not hold the weights"):
         load_timm_teacher("vit_small_patch16_224", path)
+    with pytest.raises(ValueError, match="timm model"):  # ImageNet needs a real teacher
+        get_teacher(SHAPES_TEACHER, DATA.replace(dataset="imagefolder", data_dir=str(tmp_path)))
 
 
 @pytest.mark.parametrize("name", ["detok_tiny", "cnn_tiny"])

@@ -60,8 +60,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     t = sub.add_parser("tokenizer", parents=[common], help="train an l-DeTok (or plain) tokenizer",
                        epilog=MULTI_GPU_HELP, formatter_class=argparse.RawDescriptionHelpFormatter)
     t.add_argument("--variant", default=None,
-                   help="plain | ldetok | mask_only | noise_only | additive (sets gamma / mask_ratio; default "
-                        "ldetok with --preset, the file's own settings with --config)")
+                   help="plain | ldetok | mask_only | noise_only | additive | distill | ldetok-distill (sets "
+                        "gamma / mask_ratio / distill_weight; default ldetok with --preset, the file's own settings "
+                        "with --config)")
     t.add_argument("--init-from", default=None, help="start from this tokenizer run (required by decoder_only)")
 
     g = sub.add_parser("generator", parents=[common], help="train a generator on a tokenizer's latents",

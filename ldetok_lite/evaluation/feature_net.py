@@ -34,7 +34,7 @@ from torch_fidelity.registry import FEATURE_EXTRACTORS_REGISTRY
 
 from ..assets import MissingWeightsError, verified_weights
 from ..assets import cache_dir as default_cache_dir
-from ..data import ShapesDataset
+from ..data import ShapesDataset, random_hflip
 from ..device import pick_device
 from ..io import save_tensors_atomic
 from .sources import check_count
@@ -195,10 +195,7 @@ def train_shapes_extractor(settings: ExtractorSettings | str = "tiny", log: Call
             order, pos = torch.randperm(len(images), generator=g), 0
         idx = order[pos:pos + s.batch_size]
         pos += s.batch_size
-        x = images[idx]
-        flip = torch.rand(len(idx), generator=g) < 0.5
-        x = torch.where(flip[:, None, None, None], x.flip(-1), x)
-        loss = F.cross_entropy(model(x), labels[idx])
+        loss = F.cross_entropy(model(random_hflip(images[idx], g)), labels[idx])
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
