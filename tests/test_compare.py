@@ -64,6 +64,12 @@ def test_write_outputs_and_load(tmp_path):
     assert float(ratios["SiT"]["ratio_mean"]) == pytest.approx((0.8 + 0.75) / 2, abs=1e-4)
     loaded = C.load_comparison(tmp_path)
     assert loaded["ratios"]["SiT"]["n"] == 2
+    # the folder reused with another plan: only the newest plan's rows count
+    older = [{**r, "plan_key": "old", "gfid": 99.0} if "gfid" in r else {**r, "plan_key": "old"} for r in rows]
+    newer = [{**r, "plan_key": "new"} for r in rows]
+    (tmp_path / "rows.jsonl").write_text("".join(json.dumps(r) + "\n" for r in older + newer))
+    again = C.load_comparison(tmp_path)
+    assert again["generators"]["SiT"]["plain"]["gfid_mean"] == pytest.approx(11.0) and len(again["rows"]) == len(rows)
     assert C.load_comparison(tmp_path / "missing") is None
 
 

@@ -352,12 +352,14 @@ def plot_sweeps(sweeps: dict):
 
 
 def load_comparison(out_dir) -> dict | None:
-    """A run directory's summary (recomputed from ``rows.jsonl``, so partial runs work too);
-    ``None`` when the directory holds no rows. Keys as :func:`summarize` plus ``sweeps``, ``meta``."""
+    """A run directory's summary (recomputed from the newest plan's rows in ``rows.jsonl``, so partial
+    runs work too); ``None`` when the directory holds no rows. Keys as :func:`summarize` plus ``sweeps``, ``meta``."""
     out = Path(out_dir)
     rows = read_jsonl(out / "rows.jsonl")
     if not rows:
         return None
+    latest = rows[-1].get("plan_key")  # a folder reused with another plan keeps its old rows: read the newest plan's
+    rows = [r for r in rows if r.get("plan_key") == latest]
     meta = {}
     if (out / "summary.json").is_file():
         try:
