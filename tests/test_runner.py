@@ -223,4 +223,4 @@ def test_interactive_parameter_advice_is_correct(tmp_path, capsys):
     assert help_text  # the parser builds
     run_help = subprocess.run([sys.executable, "-m", "ldetok_lite.cli", "run", "--help"], capture_output=True,
                               text=True, timeout=120).stdout
-    assert "00-10" in run_help and "00-19" not in run_help
+    assert "00-12" in run_help and "00-19" not in run_help

@@ -37,7 +37,7 @@ from ..notebook import COMMON_PARAMETERS, check_parameters
 from ..presets import PRESET_NAMES, load_preset
 from .errors import CliError, check_out_dir
 
-SERIES_GLOB = "[0-1][0-9]_*.ipynb"  # the learning series 00-10; 2x notebooks are full-scale research runs
+SERIES_GLOB = "[0-1][0-9]_*.ipynb"  # the learning series 00-12; 2x notebooks are full-scale research runs
 HEARTBEAT_S = 30.0  # a cell silent this long gets a "still running" line (and again every HEARTBEAT_S)
 _PROGRESS = re.compile(r"^\[\d\d:\d\d:\d\d\] ")  # NotebookRun.log lines: the library's progress
 _ANSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
@@ -349,7 +349,7 @@ def cmd_run(args) -> int:
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("notebooks", nargs="*", help="names like 01 or 01_latent_corruption (default: the learning "
-                   "series 00-10; the full-scale 20-22 run only by name)")
+                   "series 00-12; the full-scale 20-22 run only by name)")
     p.add_argument("--preset", default="tiny", help=f"one of {', '.join(PRESET_NAMES)} (default tiny)")
     p.add_argument("--out", default="runs/demo", help="folder for the executed notebooks; each one's figures and "
                    "metrics go to OUT/<notebook>/ (trained models go to the shared runs/cache; -p cache_dir DIR for "
