@@ -39,9 +39,9 @@ def build_tokenizer(tok_cfg: TokenizerConfig, img_size: int, align_dim: int = 0)
                             align_dim=align_dim)
 
 
-def _align_dim_of(source) -> int:
-    """The distillation projection's width in the checkpoint ``source`` (0: none)."""
-    spec = ckpt.read_config(ckpt.resolve_checkpoint(source, log=lambda *_: None)).get("spec") or {}
+def _align_dim_of(checkpoint: Path) -> int:
+    """The distillation projection's width in a checkpoint directory (0: none)."""
+    spec = ckpt.read_config(checkpoint).get("spec") or {}
     return int((spec.get("kwargs") or {}).get("align_dim", 0))
 
 
@@ -80,31 +80,31 @@ def train_tokenizer(tok_cfg: TokenizerConfig, train_cfg: TrainConfig, data_cfg: 
                  data_cfg=(data_cfg, DataConfig))
     if init_weights not in ("model", "ema"):
         raise ValueError(f"init_weights={init_weights!r} is not known; allowed: model, ema")
-    if tok_cfg.decoder_only and init_from is None and ckpt.latest_checkpoint(out_dir, log=lambda *_: None) is None:
-        raise ValueError("decoder_only=True needs init_from=<a pretrained tokenizer run or checkpoint directory>")
-    dev = pick_device(device)
     latest = ckpt.latest_checkpoint(out_dir, log=lambda *_: None)
     fresh = latest is None
+    if tok_cfg.decoder_only and init_from is None and fresh:
+        raise ValueError("decoder_only=True needs init_from=<a pretrained tokenizer run or checkpoint directory>")
+    dev = pick_device(device)
     base = warm_start_recipe(tok_cfg, train_cfg)
     if base is not None and init_from is None and fresh:
         log(f"warm start (tokenizer.warm_start=plain): training the plain AE into {Path(out_dir) / 'warm_start'}")
         init_from = train_tokenizer(*base, data_cfg, Path(out_dir) / "warm_start", device=device, progress=progress,
                                     log=log, rank=rank, world_size=world_size).checkpoint
+    src = ckpt.resolve_checkpoint(init_from, log=log) if init_from is not None and fresh else None
+    start = latest if not fresh else src  # the weights this run starts from, if any
+    start_align = _align_dim_of(start) if start is not None else 0
     # semantic distillation: the frozen teacher, and the projection the tokenizer trains with it; a
     # decoder-only fine-tune keeps the projection of the run it starts from (frozen, unused)
-    teacher, align_dim = None, 0
+    teacher, align_dim = None, start_align
     if tok_cfg.distill_weight > 0 and not tok_cfg.decoder_only:
         teacher = get_teacher(tok_cfg.distill_teacher, data_cfg, tok_cfg.distill_teacher_path,
                               tok_cfg.distill_teacher_steps, log=log).to(dev)
         align_dim = teacher.dim
-    elif not fresh or init_from is not None:
-        align_dim = _align_dim_of(latest if not fresh else init_from)
     seed_everything(train_cfg.seed, rank)
     model = build_tokenizer(tok_cfg, data_cfg.img_size, align_dim)
     init_ema = None
-    if init_from is not None and fresh:
-        src = ckpt.resolve_checkpoint(init_from, log=log)
-        new = ("aligner.",) if align_dim and not _align_dim_of(src) else ()  # distillation starts here
+    if src is not None:
+        new = ("aligner.",) if align_dim and not start_align else ()  # distillation starts here
         ckpt.load_weights(model, src, which=init_weights, new_ok=new)
         if (src / ckpt.EMA_FILE).is_file():
             init_ema = ckpt.load_tensors(src / ckpt.EMA_FILE)
