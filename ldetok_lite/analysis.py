@@ -19,7 +19,7 @@ from .corruption import additive_noise, interpolative_noise, num_kept
 from .metrics import psnr
 
 __all__ = ["corrupt_and_decode", "noise_robustness", "robustness_curves", "neighbour_correlation", "latent_pca",
-           "linear_probe", "latent_probe"]
+           "pca_rgb", "linear_probe", "latent_probe"]
 
 
 def _device_of(module) -> torch.device:
@@ -124,21 +124,28 @@ def neighbour_correlation(tokenizer, images: torch.Tensor) -> float:
 
 
 @torch.no_grad()
-def latent_pca(tokenizer, images: torch.Tensor) -> torch.Tensor:
-    """The latent grid (posterior means) on its first 3 principal components, fitted over all
-    tokens of ``images`` and scaled to [0, 1]: (B, 3, h, w). Smooth, object-shaped colour fields
-    mean neighbouring tokens carry related codes (notebook 04)."""
-    tokenizer.eval()
-    z, _, _ = tokenizer.encode(images.to(_device_of(tokenizer)).float())
-    z = z.float().cpu()  # (B, N, C)
-    flat = z.reshape(-1, z.shape[-1])
+def pca_rgb(maps: torch.Tensor) -> torch.Tensor:
+    """Feature maps ``(B, C, h, w)`` on their first 3 principal components, fitted over every position
+    of the batch and scaled to [0, 1] per component: ``(B, 3, h, w)``, to show as colours."""
+    if maps.ndim != 4 or maps.shape[1] < 3:
+        raise ValueError(f"maps has shape {tuple(maps.shape)}; allowed (B, C >= 3, h, w)")
+    b, c, h, w = maps.shape
+    flat = maps.float().cpu().permute(0, 2, 3, 1).reshape(-1, c)
     flat = flat - flat.mean(0)
     _, _, v = torch.linalg.svd(flat, full_matrices=False)
-    proj = (flat @ v[:3].T).reshape(z.shape[0], z.shape[1], 3)
-    lo, hi = proj.amin((0, 1)), proj.amax((0, 1))
+    proj = flat @ v[:3].T
+    lo, hi = proj.amin(0), proj.amax(0)
     proj = (proj - lo) / (hi - lo).clamp_min(1e-8)
-    g = tokenizer.grid_size
-    return proj.transpose(1, 2).reshape(-1, 3, g, g)
+    return proj.reshape(b, h, w, 3).permute(0, 3, 1, 2)
+
+
+@torch.no_grad()
+def latent_pca(tokenizer, images: torch.Tensor) -> torch.Tensor:
+    """The latent grid (posterior means) as :func:`pca_rgb` colours: (B, 3, h, w). Smooth,
+    object-shaped colour fields mean neighbouring tokens carry related codes (notebook 04)."""
+    tokenizer.eval()
+    z, _, _ = tokenizer.encode(images.to(_device_of(tokenizer)).float())  # (B, N, C)
+    return pca_rgb(z.transpose(1, 2).unflatten(2, (tokenizer.grid_size, tokenizer.grid_size)))
 
 
 @torch.no_grad()

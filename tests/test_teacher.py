@@ -7,7 +7,7 @@ import torch
 from safetensors.torch import save_file
 
 from ldetok_lite import presets as P
-from ldetok_lite.analysis import linear_probe
+from ldetok_lite.analysis import linear_probe, pca_rgb
 from ldetok_lite.assets import MissingWeightsError
 from ldetok_lite.checkpoint import CheckpointError, load_weights
 from ldetok_lite.config import DataConfig
@@ -134,3 +134,16 @@ def test_linear_probe_reads_linear_class_information():
     assert linear_probe(noise[:200], labels[:200], noise[200:], labels[200:]) < 0.6
     with pytest.raises(ValueError, match="features"):
         linear_probe(feats[:10], labels[:10], feats[:10, :5], labels[:10])
+
+
+def test_pca_rgb_colours_the_main_directions():
+    g = torch.Generator().manual_seed(0)
+    maps = torch.randn(3, 8, 4, 4, generator=g) * 0.01
+    maps[:, 5] += torch.linspace(-1, 1, 16).reshape(4, 4)  # one dominant direction: a ramp in channel 5
+    rgb = pca_rgb(maps)
+    assert rgb.shape == (3, 3, 4, 4) and float(rgb.min()) == 0.0 and float(rgb.max()) == 1.0
+    first = rgb[:, 0].flatten()
+    ramp = torch.linspace(-1, 1, 16).repeat(3)
+    assert abs(float(torch.corrcoef(torch.stack([first, ramp]))[0, 1])) > 0.99
+    with pytest.raises(ValueError, match="maps"):
+        pca_rgb(torch.randn(2, 2, 4, 4))

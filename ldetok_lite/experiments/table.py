@@ -300,9 +300,8 @@ def plot_comparison(summary: dict):
     else:
         ax.text(0.5, 0.5, "no generator measured yet", ha="center", va="center", transform=ax.transAxes)
     ax = axes[1]
-    rfams = _ordered_fams(summary["ratios"])
     pairs = summary.get("pairs") or {}
-    rfams = _ordered_fams(set(rfams).union(*(p["generators"] for p in pairs.values())))
+    rfams = _ordered_fams(set(summary["ratios"]).union(*(p["generators"] for p in pairs.values())))
     if rfams:
         nan = {"mean": float("nan"), "std": 0.0}
         series = [(f"{summary['target']}/{summary['baseline']}", [summary["ratios"].get(f, nan) for f in rfams])]
