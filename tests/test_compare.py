@@ -12,7 +12,7 @@ import torch
 
 from ldetok_lite import analysis
 from ldetok_lite import presets as P
-from ldetok_lite.experiments import cache
+from ldetok_lite.experiments import cache, compare
 from ldetok_lite.experiments import table as C
 from ldetok_lite.experiments.compare import run_comparison
 
@@ -71,6 +71,34 @@ def test_write_outputs_and_load(tmp_path):
     again = C.load_comparison(tmp_path)
     assert again["generators"]["SiT"]["plain"]["gfid_mean"] == pytest.approx(11.0) and len(again["rows"]) == len(rows)
     assert C.load_comparison(tmp_path / "missing") is None
+    # the notebooks' fallback: the first folder with rows wins, named as given
+    assert C.load_first_comparison(tmp_path / "missing", tmp_path)[0] == tmp_path
+    assert C.load_first_comparison(tmp_path / "missing") == (None, None)
+
+
+def test_merge_joins_folders_measured_apart(tmp_path, capsys):
+    from ldetok_lite.cli import main
+
+    rows = [{**r, "plan_key": "k1", "plan": "tiny"} for r in _rows()]
+    for name, share in (("a", [r for r in rows if r["seed"] == 0]), ("b", [r for r in rows if r["seed"] == 1])):
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "rows.jsonl").write_text("".join(json.dumps(r) + "\n" for r in share + rows[:1]))
+    assert main(["bench", "compare", "--merge", str(tmp_path / "a"), str(tmp_path / "b"),
+                 "--out", str(tmp_path / "joined")]) == 0
+    joined = C.load_comparison(tmp_path / "joined")
+    assert len(joined["rows"]) == len(rows)  # the cell in both folders is kept once
+    assert joined["ratios"] == C.summarize(rows)["ratios"] and joined["ratios"]["SiT"]["n"] == 2
+    assert (tmp_path / "joined" / "table.csv").is_file() and "joined 13 rows" in capsys.readouterr().out
+    # another plan's rows, a folder without rows, no --out: clear errors, nothing written
+    (tmp_path / "c").mkdir()
+    (tmp_path / "c" / "rows.jsonl").write_text(json.dumps({**rows[0], "plan_key": "k2"}) + "\n")
+    for argv, needle in ((["--merge", str(tmp_path / "a"), str(tmp_path / "c"), "--out", str(tmp_path / "x")],
+                          "different plans"),
+                         (["--merge", str(tmp_path / "nothing"), "--out", str(tmp_path / "x")], "no rows.jsonl"),
+                         (["--merge", str(tmp_path / "a")], "--merge needs --out")):
+        assert main(["bench", "compare", *argv]) != 0
+        assert needle in capsys.readouterr().err
+    assert not (tmp_path / "x" / "rows.jsonl").exists()
 
 
 def test_pairs_beyond_the_main_ratio(tmp_path):
@@ -137,7 +165,7 @@ def test_mechanism_probes():
         analysis.noise_robustness(tok, x, taus=(1.5,))
 
 
-def test_comparison_end_to_end_smoke(tmp_path, shared_cache):
+def test_comparison_end_to_end_smoke(tmp_path, shared_cache, monkeypatch):
     out = tmp_path / "cmp"
     res = run_comparison("smoke", seeds=(0,), out_dir=out, cache_dir=shared_cache,
                            tokenizers=("plain", "ldetok"), generators=("SiT",), device="cpu", log=None,
@@ -161,6 +189,20 @@ def test_comparison_end_to_end_smoke(tmp_path, shared_cache):
                "--generators", "SiT", "--device", "cpu", "--quiet"])
     assert rc == 0
     assert len((out / "rows.jsonl").read_text().splitlines()) == n_rows
+
+    # rows measured elsewhere (another machine, no model cache here): nothing is built, the table is rewritten
+    def no_model(*args, **kwargs):
+        raise AssertionError("a fully measured tokenizer was loaded")
+
+    monkeypatch.setattr(compare, "get_tokenizer", no_model)
+    moved = tmp_path / "moved"
+    moved.mkdir()
+    (moved / "rows.jsonl").write_text((out / "rows.jsonl").read_text())
+    again = run_comparison("smoke", seeds=(0,), out_dir=moved, cache_dir=tmp_path / "empty-cache",
+                           tokenizers=("plain", "ldetok"), generators=("SiT",), device="cpu", log=None,
+                           progress="none", feature_cache_dir=shared_cache)
+    assert again.summary["ratios"]["SiT"] == s["ratios"]["SiT"]
+    assert (moved / "summary.json").is_file() and not (tmp_path / "empty-cache").exists()
 
 
 def test_decoder_finetune_keeps_the_latents_and_the_generators(tmp_path, shared_cache):

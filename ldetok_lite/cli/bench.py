@@ -9,6 +9,8 @@ The measurements live in ``ldetok_lite.experiments`` (``bench.py``, ``speed.py``
 this module parses options and prints. ``bench compare`` writes the comparison's table files
 (summary.json, table.csv, tokenizers.csv, ratios.csv, table.txt, comparison.png, and with
 ``--sweeps`` sweeps.csv / sweeps.png) into ``--out``; an interrupted run continues where it stopped.
+A comparison split over processes or machines (``--tokenizers`` or ``--seed-list`` shares, one
+``--out`` each) is joined with ``--merge DIR ... --out DIR``.
 """
 
 from __future__ import annotations
@@ -22,7 +24,7 @@ from ..device import autocast_dtype, describe_device, pick_device
 from ..experiments.bench import EXTRA_REPORTS, build, measure_sampling, measure_tokenizer, measure_training
 from ..experiments.compare import run_comparison
 from ..experiments.speed import DEFAULT_MODELS, MODES, flops_per_image, measure
-from ..experiments.table import format_table
+from ..experiments.table import format_table, merge_comparisons
 from ..io import parse_overrides, write_json_atomic
 from ..presets import GENERATOR_FAMILIES, PLAN_NAMES, SWEEP_FAMILIES, TOKENIZER_ORDER, compare_plan
 from ..training.accel import fast_cuda, mfu, peak_flops
@@ -194,9 +196,23 @@ def add_compare_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--device", default="auto", help="auto | cpu | cuda | mps")
     parser.add_argument("--no-robustness", action="store_true", help="skip the latent-noise PSNR / smoothness")
     parser.add_argument("--quiet", action="store_true", help="only the final table")
+    parser.add_argument("--merge", nargs="+", metavar="DIR", default=None,
+                        help="train nothing: join these comparison folders (each measured a share of the tokenizers "
+                             "or seeds, one plan) into --out and write its table")
 
 
 def run_compare(args) -> int:
+    if args.merge:
+        if not args.out:
+            raise CliError("--merge needs --out, the folder that receives the joined rows and table")
+        out = check_out_dir(args.out)
+        try:
+            merged = merge_comparisons(args.merge, out)
+        except ValueError as e:
+            raise CliError(str(e)) from None
+        print(format_table(merged))
+        print(f"[compare] joined {len(merged['rows'])} rows from {', '.join(args.merge)} into {out}")
+        return 0
     if args.seeds < 1:
         raise CliError(f"--seeds {args.seeds} must be >= 1")
     seeds = tuple(args.seed_list) if args.seed_list else tuple(range(args.seeds))

@@ -83,7 +83,8 @@ def run_comparison(plan: ComparePlan | str, seeds: Iterable[int] = (0,), out_dir
     write the table (see the module docstring). Order: plain and ldetok first (every seed; per seed
     the tokenizers, then the generators family by family, so a partial run gives ratios early),
     then the other variants (and the sweeps' variants) the same way.
-    Cells already measured in ``out_dir/rows.jsonl`` with the same plan are skipped.
+    Cells already measured in ``out_dir/rows.jsonl`` with the same plan are skipped; a tokenizer
+    whose cells are all measured is not even loaded, so rows measured elsewhere need no model cache.
 
     ``sweeps``: also the γ / M / noise-type sweeps for ``sweep_families`` (MAR and SiT).
     ``cache_dir``: trained models (default ``runs/cache``, the notebook series' cache).
@@ -157,7 +158,9 @@ def run_comparison(plan: ComparePlan | str, seeds: Iterable[int] = (0,), out_dir
     for group in groups:  # every seed of plain/ldetok before the other variants
         for seed in seeds:
             toks: dict[str, tuple] = {}
-            for variant, _ in group:
+            for variant, fams in group:
+                if {("tokenizer", None, variant, seed), *(("generator", f, variant, seed) for f in fams)} <= done:
+                    continue  # every cell of this tokenizer measured (rows.jsonl): no model needed
                 tok = get_tokenizer(p, variant, cache_dir, seed=seed, device=dev, log=say, progress=progress)
                 ft = None
                 if plan.decoder_finetune_steps:

@@ -15,16 +15,16 @@ from pathlib import Path
 
 import matplotlib.pyplot as plt
 
-from ..io import read_jsonl, write_text_atomic
+from ..io import read_jsonl, repo_root, write_jsonl_atomic, write_text_atomic
 from ..presets import CONV_PREFIX, GENERATOR_FAMILIES, SWEEPS, TOKENIZER_ORDER, variant_name
 from ..viz import save_figure
 
 __all__ = ["PAPER_GFID", "PAPER_RATIOS", "PAIRS", "summarize", "summarize_sweeps", "format_table", "write_outputs",
-           "plot_comparison", "plot_sweeps", "load_comparison"]
+           "plot_comparison", "plot_sweeps", "load_comparison", "load_first_comparison",
+           "merge_comparisons"]
 
 #: The paper's gFIDs (l-DeTok, baseline) behind its ratios: against its own no-noise baseline
 #: and against MAR-VAE (paper, Tables 1 and 3).
-#: The paper's gFIDs (l-DeTok, baseline) behind its ratios.
 PAPER_GFID = {
     "own no-noise baseline": {"MAR": (2.65, 3.31), "SiT": (5.50, 6.97)},
     "vs MAR-VAE": {"MAR": (2.43, 3.71), "RandomAR": (5.22, 11.78), "RasterAR": (4.46, 7.99),
@@ -366,3 +366,52 @@ def load_comparison(out_dir) -> dict | None:
         except json.JSONDecodeError:
             pass
     return {**summarize(rows), "sweeps": summarize_sweeps(rows), "meta": meta, "rows": rows}
+
+
+def load_first_comparison(*dirs) -> tuple[Path | None, dict | None]:
+    """The first of ``dirs`` (as given) that holds measured rows, with its summary
+    (:func:`load_comparison`); relative folders are read under the checkout. ``(None, None)`` when
+    none has rows. Notebooks 11 and 12 read a student's own run first, then the kit's measurement
+    in ``results/``."""
+    for d in dirs:
+        summary = load_comparison(Path(d) if Path(d).is_absolute() else repo_root() / d)
+        if summary is not None:
+            return Path(d), summary
+    return None, None
+
+
+def _cell(row: dict) -> tuple:
+    return row["kind"], row.get("family"), row["variant"], row["seed"]
+
+
+def merge_comparisons(sources, out_dir) -> dict:
+    """Join comparison folders measured apart (a share of the tokenizers or seeds each, on several
+    machines or processes) into ``out_dir``: its ``rows.jsonl`` gains every cell it lacks, and the
+    table files are written again. All rows must come from one plan (one ``plan_key``); a cell
+    measured in two places keeps the first measurement (``out_dir``'s own, then ``sources`` in
+    order). Returns the summary of :func:`load_comparison`."""
+    out = Path(out_dir)
+    rows = read_jsonl(out / "rows.jsonl")
+    plans = {r.get("plan_key") for r in rows}
+    for src in sources:
+        src_rows = read_jsonl(Path(src) / "rows.jsonl")
+        if not src_rows:
+            raise ValueError(f"merge source {src}: no rows.jsonl with measured rows")
+        latest = src_rows[-1].get("plan_key")
+        plans.add(latest)
+        rows += [r for r in src_rows if r.get("plan_key") == latest]
+    if len(plans) > 1:
+        raise ValueError(f"merge: the folders were measured with different plans (plan_key {sorted(map(str, plans))});"
+                         " only one plan's rows can share a table")
+    kept, seen = [], set()
+    for r in rows:
+        if _cell(r) not in seen:
+            seen.add(_cell(r))
+            kept.append(r)
+    out.mkdir(parents=True, exist_ok=True)
+    write_jsonl_atomic(out / "rows.jsonl", kept)
+    merged = load_comparison(out)
+    meta = {"merged_from": [str(s) for s in sources], "plan": kept[0].get("plan") if kept else None}
+    write_outputs({k: v for k, v in merged.items() if k not in ("sweeps", "meta", "rows")}, out, meta=meta,
+                  sweeps=merged["sweeps"] or None)
+    return merged
