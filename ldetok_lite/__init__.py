@@ -34,7 +34,7 @@ _PUBLIC = {
     # training, checkpoints and the model cache (notebooks/03)
     "train_tokenizer": "training", "train_generator": "training", "get_tokenizer": "experiments.cache",
     "get_generator": "experiments.cache", "from_pretrained": "pretrained", "save_pretrained": "checkpoint",
-    "psnr": "metrics", "ssim": "metrics",
+    "psnr": "metrics", "ssim": "metrics", "load_reference": "experiments.reference",
     # generators (notebooks/05-09)
     "create_generator": "generators", "decode_latents": "generators", "list_generators": "generators",
     # evaluation, figures and notebooks

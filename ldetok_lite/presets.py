@@ -14,7 +14,8 @@ Presets (README, "Presets"):
 A recipe is a function of a preset: :func:`tokenizer_recipe` (a variant of the paper's
 ablations at a seed), :func:`warm_start_recipe` (the plain AE it continues from, if any),
 :func:`decoder_finetune` (the paper's second tokenizer stage), :func:`compare_plan`,
-:func:`eval_protocol` (how a generator is measured: guidance grid, sampling steps, reference).
+:func:`eval_protocol` (how a generator is measured: guidance grid, sampling steps, reference),
+:func:`reference_recipe` (the reference models shipped in ``reference/``).
 """
 
 from __future__ import annotations
@@ -39,7 +40,8 @@ __all__ = [
     "variant_settings", "variant_name",
     "tokenizer_recipe", "warm_start_recipe", "decoder_finetune", "GENERATOR_FAMILIES", "SWEEPS", "SWEEP_FAMILIES",
     "ComparePlan", "PLAN_NAMES", "compare_plan", "OFFICIAL_CFG_GRIDS", "OUR_CFG_GRIDS", "OFFICIAL_STEPS",
-    "EvalProtocol", "cfg_grid", "eval_protocol",
+    "EvalProtocol", "cfg_grid", "eval_protocol", "ReferenceRecipe", "REFERENCE_RECIPES", "REFERENCE_NAMES",
+    "reference_recipe",
 ]
 
 # ============================================================================================
@@ -453,3 +455,42 @@ def eval_protocol(preset: Preset | str, name: str, num_images: int = 0) -> EvalP
     return EvalProtocol(cfg_scales=scales, search_images=min(n, SEARCH_IMAGES), final_images=n, search_steps=steps,
                         final_steps=final_steps, temperature=p.generator.temperature, quantize=p.eval.quantize,
                         reference=p.eval.reference, notes=tuple(notes))
+
+
+# ============================================================================================
+# The reference models shipped with the kit (``reference/``; notebooks 05-09)
+# ============================================================================================
+
+@dataclass(frozen=True)
+class ReferenceRecipe:
+    """A ``tokenizer`` of ``variant``, or a ``generator`` of ``family`` on the latents of the reference
+    ``tokenizer-{variant}``, trained with ``preset`` at seed 0; ``cfg_scale``: its notebook's guidance;
+    ``model``: ``create_generator`` settings beyond the preset's size, as ``(name, value)`` pairs."""
+
+    name: str
+    kind: str
+    variant: str
+    family: str = ""
+    preset: str = "tiny-long"
+    cfg_scale: float = 1.0
+    model: tuple[tuple[str, object], ...] = ()
+
+
+#: the guidance each generator's notebook samples with (and its metrics are recorded at)
+REFERENCE_CFG = {"DiT": 3.0, "SiT": 3.0, "LightningDiT": 3.0, "MAR": 3.0, "RandomAR": 3.0, "RasterAR": 3.0}
+REFERENCE_RECIPES: dict[str, ReferenceRecipe] = {r.name: r for r in (
+    ReferenceRecipe("tokenizer-plain", "tokenizer", "plain"),
+    ReferenceRecipe("tokenizer-ldetok", "tokenizer", "ldetok"),
+    *(ReferenceRecipe(f, "generator", "ldetok", f, cfg_scale=REFERENCE_CFG[f]) for f in GENERATOR_FAMILIES),
+    # the paper's headline generator on the plain AE too: the pair shows the tokenizers' ranking
+    ReferenceRecipe("MAR-plain", "generator", "plain", "MAR", cfg_scale=REFERENCE_CFG["MAR"]),
+)}
+REFERENCE_NAMES = tuple(REFERENCE_RECIPES)
+
+
+def reference_recipe(name: str) -> ReferenceRecipe:
+    """The recipe of reference model ``name``; an unknown name raises ``ValueError`` listing the choices."""
+    if not isinstance(name, str) or name not in REFERENCE_RECIPES:
+        raise ValueError(f"reference model {name!r} is not known{suggest(str(name), REFERENCE_RECIPES)}; "
+                         f"allowed: {', '.join(REFERENCE_NAMES)}")
+    return REFERENCE_RECIPES[name]

@@ -153,6 +153,11 @@ def test_cache_trains_once_then_loads(tmp_path, small_smoke):
         == gen.run_dir and any(m.startswith("loaded smoke-SiT-plain-s0") for m in logs)
     with pytest.raises(ValueError, match="generator family 'SIT2'.*allowed: DiT, SiT"):
         A.get_generator(preset, "SIT2", "plain", tmp_path, tokenizer=tok)
+    # settings beyond the preset's size (the reference recipes): their own folder, the model built with them
+    deeper = A.get_generator(preset, "SiT", "plain", tmp_path, device="cpu", tokenizer=tok, log=logs.append,
+                             progress="none", eval_samples=0, model_kwargs={"depth": 1})
+    assert deeper.run_dir.startswith(gen.run_dir + "-m") and len(deeper.blocks) == 1 < len(gen.blocks)
+    assert deeper.spec["kwargs"]["depth"] == 1
     # other settings than the named preset's: a run of their own, next to the preset's
     logs.clear()
     other = A.get_tokenizer(preset.override(**{"tokenizer.kl_weight": 1e-5}), "plain", tmp_path, device="cpu",

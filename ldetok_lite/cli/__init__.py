@@ -6,6 +6,7 @@
     ldetok-lite train tokenizer|generator ...
     ldetok-lite evaluate ...
     ldetok-lite bench tokenizer|generator|compare|speed ...
+    ldetok-lite reference list|build ...
 
 One entry point (:func:`main`) and one error convention (``errors.py``): a user's mistake is one
 line on stderr and exit code 2. Multi-GPU and multi-node training use torchrun around
@@ -18,7 +19,7 @@ import argparse
 import os
 import sys
 
-from . import bench, doctor, evaluate, run, train
+from . import bench, doctor, evaluate, reference, run, train
 from .errors import CliError, user_message
 
 __all__ = ["main", "build_parser", "CliError"]
@@ -33,6 +34,7 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_arguments(sub.add_parser("train", help="train a tokenizer or a generator (torchrun for multi-GPU)"))
     evaluate.add_arguments(sub.add_parser("evaluate", help="rFID/PSNR/SSIM of a tokenizer, gFID/IS of a generator"))
     bench.add_arguments(sub.add_parser("bench", help="benchmarks that print figures"))
+    reference.add_arguments(sub.add_parser("reference", help="the reference models shipped in reference/: list, build"))
     return parser
 
 

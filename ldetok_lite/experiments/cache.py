@@ -247,7 +247,7 @@ def finetune_decoder(preset: Preset | str, variant: str, tokenizer: nn.Module, s
 def get_generator(preset: Preset | str, family: str, variant: str, cache_dir, seed: int = 0, device="auto",
                   log: Callable = print, callback: Callable | None = None, progress: str = "auto",
                   tokenizer: nn.Module | None = None, return_tokenizer: bool = False, which: str = "ema",
-                  eval_samples: int | None = None):
+                  eval_samples: int | None = None, model_kwargs: dict | None = None):
     """The ``family`` generator (e.g. ``"SiT"``) of ``preset`` trained on ``variant`` latents.
 
     Loaded from the cache when finished, else trained (or resumed) with the preset's
@@ -256,6 +256,8 @@ def get_generator(preset: Preset | str, family: str, variant: str, cache_dir, se
     ``generators.decode_latents(tokenizer, z)`` decodes its samples. Returns the generator (EMA,
     eval mode), or ``(generator, tokenizer)`` with ``return_tokenizer=True``. ``eval_samples``:
     images in the end-of-training sample figure (default 10 at ``smoke``, else 20; 0 = none).
+    ``model_kwargs``: settings for ``create_generator`` beyond the preset's size (e.g. ``{"depth": 6}``);
+    the run gets a folder of its own (``-m<digest>``).
     """
     p = _preset(preset)
     family = generator_family(family)
@@ -265,6 +267,9 @@ def get_generator(preset: Preset | str, family: str, variant: str, cache_dir, se
     tokenizer_name = Path(getattr(tokenizer, "run_dir", "")).name or tokenizer_fingerprint(tokenizer, p.data)
     gen_cfg, train_cfg = p.generator, p.generator_train.replace(seed=seed)
     run_dir = _generator_run_dir(p, family, variant, seed, tokenizer_name, cache_dir)
+    model_kwargs = dict(model_kwargs or {})
+    if model_kwargs:
+        run_dir = run_dir.with_name(f"{run_dir.name}-m{_digest(model_kwargs)}")
     fp = tokenizer_fingerprint(tokenizer, p.data)
 
     def fit():
@@ -273,7 +278,7 @@ def get_generator(preset: Preset | str, family: str, variant: str, cache_dir, se
         n = eval_samples if eval_samples is not None else (10 if p.name == "smoke" else 20)
         return train_generator(family, gen_cfg, train_cfg, p.data, tokenizer, run_dir, device=dev, callback=callback,
                                progress=progress, log=log, eval_samples=n,
-                               latent_cache_dir=Path(cache_dir) / "latents")
+                               latent_cache_dir=Path(cache_dir) / "latents", **model_kwargs)
 
     configs = {"generator": gen_cfg, "generator_train": train_cfg, "data": p.data}
     model = _cached(run_dir, configs, train_cfg.steps, fit, which, dev, log, fingerprint=fp)

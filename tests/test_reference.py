@@ -1,0 +1,119 @@
+"""The reference models: built by one command, stored float16 with provenance, loaded offline, and
+refused when missing or altered (``experiments/reference.py``, ``ldetok-lite reference``)."""
+
+from __future__ import annotations
+
+import shutil
+
+import pytest
+import torch
+from safetensors import safe_open
+
+from ldetok_lite.cli import main as cli_main
+from ldetok_lite.experiments.reference import (
+    REFERENCE_BUDGET_MB,
+    ReferenceModelError,
+    build_reference,
+    list_references,
+    load_reference,
+    reference_info,
+    reference_root,
+)
+from ldetok_lite.generators import decode_latents
+from ldetok_lite.presets import REFERENCE_NAMES, reference_recipe
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+
+@pytest.fixture(scope="module")
+def built(tmp_path_factory):
+    """DiT on the smoke l-DeTok tokenizer, built into a fresh reference folder (its tokenizer first)."""
+    base = tmp_path_factory.mktemp("reference")
+    root, work = base / "reference", base / "work"
+    build_reference("DiT", root=root, work_dir=work, preset="smoke", num_images=20, log=lambda *_: None)
+    return root, work
+
+
+def test_build_writes_float16_weights_with_provenance(built):
+    root, _ = built
+    for name in ("tokenizer-ldetok", "DiT"):
+        with safe_open(str(root / name / "model.safetensors"), "pt") as f:
+            assert {f.get_tensor(k).dtype for k in f.keys()} <= {torch.float16, torch.int64}
+    info = reference_info("DiT", root=root)
+    assert info["command"] == "ldetok-lite reference build DiT --preset smoke"
+    assert len(info["git_commit"]) >= 7 and info["steps"] == 6 and info["train_seconds"] >= 0
+    scales = {row["cfg_scale"] for row in info["eval"]}
+    assert scales == {1.0, reference_recipe("DiT").cfg_scale}
+    assert all(0 <= row["class_accuracy"] <= 1 and row["gfid"] > 0 for row in info["eval"])
+    assert reference_info("tokenizer-ldetok", root=root)["eval"][0]["psnr"] > 5
+
+
+def test_load_reference_gives_a_generator_and_its_decoding_tokenizer(built):
+    root, _ = built
+    gen, tok = load_reference("DiT", root=root)
+    assert not gen.training and gen.reference_info["name"] == "DiT"
+    mean, std = tok.latent_stats
+    assert not torch.allclose(std, torch.ones_like(std))  # the generator's statistics, not the defaults
+    z = gen.generate(torch.tensor([0, 1]), num_steps=2, rng=torch.Generator().manual_seed(0))
+    images = decode_latents(tok, z)
+    assert images.shape == (2, 3, 32, 32) and torch.isfinite(images).all()
+    # the float16 values load exactly into the float32 model
+    with safe_open(str(root / "DiT" / "model.safetensors"), "pt") as f:
+        key = next(k for k in f.keys() if f.get_tensor(k).dtype == torch.float16)
+        assert torch.equal(gen.state_dict()[key], f.get_tensor(key).float())
+
+
+def test_present_model_is_kept_and_listed(built):
+    root, work = built
+    before = (root / "DiT" / "model.safetensors").stat().st_mtime_ns
+    build_reference("DiT", root=root, work_dir=work, preset="smoke", num_images=20, log=lambda *_: None)
+    assert (root / "DiT" / "model.safetensors").stat().st_mtime_ns == before
+    rows = {r["name"]: r for r in list_references(root)}
+    assert set(rows) == set(REFERENCE_NAMES)
+    assert rows["DiT"]["status"] == "ok" and rows["DiT"]["megabytes"] > 0.1
+    assert rows["SiT"]["status"] == "missing"
+
+
+def test_missing_unknown_and_altered_models_are_clear_errors(built, tmp_path):
+    root, _ = built
+    with pytest.raises(ReferenceModelError, match="ldetok-lite reference build SiT"):
+        load_reference("SiT", root=root)
+    with pytest.raises(ValueError, match="allowed: tokenizer-plain"):
+        load_reference("SIT-XL", root=root)
+    copy = tmp_path / "reference"
+    shutil.copytree(root, copy)
+    weights = copy / "DiT" / "model.safetensors"
+    data = bytearray(weights.read_bytes())
+    data[-1] ^= 0xFF
+    weights.write_bytes(bytes(data))
+    with pytest.raises(ReferenceModelError, match="failed its manifest check.*git checkout -- reference/DiT"):
+        load_reference("DiT", root=copy)
+    assert "manifest check" in {r["name"]: r for r in list_references(copy)}["DiT"]["status"]
+    assert cli_main(["reference", "list", "--root", str(copy)]) == 1
+
+
+def test_generator_refuses_another_tokenizer(built, tmp_path):
+    root, work = built
+    copy = tmp_path / "reference"
+    shutil.copytree(root, copy)
+    build_reference("tokenizer-plain", root=copy, work_dir=work, preset="smoke", num_images=20, log=lambda *_: None)
+    shutil.rmtree(copy / "tokenizer-ldetok")
+    shutil.copytree(copy / "tokenizer-plain", copy / "tokenizer-ldetok")
+    with pytest.raises(ReferenceModelError, match="trained on another 'tokenizer-ldetok'"):
+        load_reference("DiT", root=copy)
+
+
+def test_cli_build_checks_names_before_training(tmp_path, capsys):
+    assert cli_main(["reference", "build", "DiT", "SIT", "--root", str(tmp_path), "--work-dir",
+                     str(tmp_path / "work")]) == 2
+    assert "reference model 'SIT' is not known" in capsys.readouterr().err
+    assert cli_main(["reference", "build", "--root", str(tmp_path)]) == 2
+    assert not (tmp_path / "work").exists()
+
+
+def test_shipped_reference_folder_fits_the_budget_and_verifies():
+    rows = list_references()
+    size = sum(f.stat().st_size for f in reference_root().rglob("*") if f.is_file()) / 1e6 \
+        if reference_root().is_dir() else 0.0
+    assert size <= REFERENCE_BUDGET_MB
+    assert all(r["status"] in ("ok", "missing") for r in rows), [r["status"] for r in rows]
