@@ -45,7 +45,8 @@ def test_build_writes_float16_weights_with_provenance(built):
     scales = {row["cfg_scale"] for row in info["eval"]}
     assert scales == {1.0, reference_recipe("DiT").cfg_scale}
     assert all(0 <= row["class_accuracy"] <= 1 and row["gfid"] > 0 for row in info["eval"])
-    assert reference_info("tokenizer-ldetok", root=root)["eval"][0]["psnr"] > 5
+    tok_info = reference_info("tokenizer-ldetok", root=root)
+    assert tok_info["eval"][0]["psnr"] > 5 and tok_info["warm_start_steps"] == 6  # it continued from the plain AE
 
 
 def test_load_reference_gives_a_generator_and_its_decoding_tokenizer(built):

@@ -34,7 +34,8 @@ def cmd_list(args) -> int:
     for r in rows:
         info = r["info"] or {}
         status = "ok" if r["status"] == "ok" else ("missing" if r["status"] == "missing" else "FAILS CHECK")
-        what = (f"{info.get('steps', '?')} steps, {info.get('train_seconds', 0) / 60:.0f} min; {_metrics(info)}"
+        warm = f" + {info['warm_start_steps']} plain-AE" if info.get("warm_start_steps") else ""
+        what = (f"{info.get('steps', '?')}{warm} steps, {info.get('train_seconds', 0) / 60:.0f} min; {_metrics(info)}"
                 if info else f"build: ldetok-lite reference build {r['name']}")
         print(f"{r['name']:<17} {status:<11} {r['megabytes']:5.1f} MB  {what}")
         if status == "FAILS CHECK":

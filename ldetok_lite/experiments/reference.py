@@ -33,7 +33,7 @@ from .. import checkpoint as ckpt
 from ..evaluation import evaluate_generator, evaluate_tokenizer
 from ..evaluation.feature_net import preset_feature_net
 from ..io import repo_root
-from ..presets import REFERENCE_NAMES, load_preset, reference_recipe
+from ..presets import REFERENCE_NAMES, load_preset, reference_recipe, tokenizer_recipe, warm_start_recipe
 from ..pretrained import check_tokenizer_of, from_pretrained, load_latent_stats
 from .cache import get_generator, get_tokenizer
 
@@ -88,8 +88,9 @@ def _checked(name: str, root) -> Path:
 
 
 def reference_info(name: str, root: str | os.PathLike | None = None) -> dict:
-    """The provenance of reference model ``name``: ``command``, ``git_commit``, ``steps``,
-    ``train_seconds``, ``cfg_scale`` and ``eval`` (class accuracy and gFID per guidance scale for a
+    """The provenance of reference model ``name``: ``command``, ``git_commit``, ``steps`` (a
+    tokenizer that continued from the plain AE: plus ``warm_start_steps``), ``train_seconds`` (all
+    its steps), ``cfg_scale`` and ``eval`` (class accuracy and gFID per guidance scale for a
     generator; rFID and PSNR for a tokenizer)."""
     d = _checked(name, root)
     info = (ckpt.read_config(d).get("configs") or {}).get("reference")
@@ -199,6 +200,9 @@ def build_reference(name: str, root: str | os.PathLike | None = None, work_dir: 
     if recipe.kind == "tokenizer":
         model = get_tokenizer(p, recipe.variant, work_dir / "cache", device=device, log=log, progress=progress)
         seconds = model.train_seconds + getattr(model, "warm_start_seconds", 0.0)
+        base = warm_start_recipe(*tokenizer_recipe(p, recipe.variant)[:2])
+        if base is not None:  # the plain AE it continued from: its steps and time are part of the budget
+            provenance["warm_start_steps"] = base[1].steps
         round_to_half(model)
         res = evaluate_tokenizer(model, p.data, net, num_images=num_images, batch_size=p.eval.batch_size,
                                  device=device)
