@@ -209,6 +209,9 @@ def test_warm_start_continues_from_the_plain_ae(tmp_path, small_smoke):
     assert any("continues from the plain AE" in m for m in logs)
     plain_ckpt = ckpt.latest_checkpoint(tmp_path / "tokenizers" / "smoke-plain-s0")
     assert any("initialised from" in m and str(plain_ckpt) in m for m in logs)
+    # found again in the cache, it still counts the plain AE's training time
+    again = A.get_tokenizer(preset, "ldetok", tmp_path, device="cpu", log=logs.append, progress="none")
+    assert again.warm_start_seconds == tok.warm_start_seconds > 0
     # the plain AE itself never warm-starts, and from scratch is one override away
     assert tokenizer_recipe(preset, "plain")[0].warm_start == "none"
     logs.clear()

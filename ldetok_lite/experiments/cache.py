@@ -180,15 +180,16 @@ def _tokenizer(p: Preset, label: str, tok: TokenizerConfig, train: TrainConfig, 
                progress, which) -> nn.Module:
     run_dir = _tokenizer_run_dir(p, label, tok, train, cache_dir)
     base = warm_start_recipe(tok, train)
-    warm = {"s": 0.0}
+    label_base = None
+    if base is not None:  # the plain AE it continues from: cached too, shared by the variants
+        plain_name = CONV_PREFIX + "plain" if label.startswith(CONV_PREFIX) else "plain"
+        label_base = plain_name if base == tokenizer_recipe(p, plain_name, base[1].seed)[:2] else "warm-start"
 
     def fit():
         init_from = None
-        if base is not None:  # the plain AE it continues from: cached too, shared by the variants
-            plain_name = CONV_PREFIX + "plain" if label.startswith(CONV_PREFIX) else "plain"
-            label_base = plain_name if base == tokenizer_recipe(p, plain_name, base[1].seed)[:2] else "warm-start"
+        if base is not None:
             plain = _tokenizer(p, label_base, *base, cache_dir, dev, log, None, progress, "ema")
-            init_from, warm["s"] = ckpt.latest_checkpoint(plain.run_dir, log=log), plain.train_seconds
+            init_from = ckpt.latest_checkpoint(plain.run_dir, log=log)
             log(f"{label!r} continues from the plain AE ({init_from})")
         log(f"training tokenizer {label!r} (preset {p.name}, γ={tok.gamma}, M={tok.mask_ratio}"
             f"{', additive' if tok.use_additive_noise else ''}, {train.steps} steps) into {run_dir}")
@@ -198,7 +199,9 @@ def _tokenizer(p: Preset, label: str, tok: TokenizerConfig, train: TrainConfig, 
     configs = {"tokenizer": tok, "tokenizer_train": train, "data": p.data}
     model = _cached(run_dir, configs, train.steps, fit, which, dev, log)
     model.variant = label
-    model.warm_start_seconds = warm["s"]
+    # the plain AE's training time, whether it was trained now or found in the cache
+    model.warm_start_seconds = 0.0 if base is None else elapsed_seconds(
+        _tokenizer_run_dir(p, label_base, *base, cache_dir))
     return model
 
 
