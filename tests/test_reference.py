@@ -45,6 +45,8 @@ def test_build_writes_float16_weights_with_provenance(built):
     scales = {row["cfg_scale"] for row in info["eval"]}
     assert scales == {1.0, reference_recipe("DiT").cfg_scale}
     assert all(0 <= row["class_accuracy"] <= 1 and row["gfid"] > 0 for row in info["eval"])
+    # the files name no path of the machine that built them
+    assert str(root.parent) not in (root / "DiT" / "config.json").read_text()
     tok_info = reference_info("tokenizer-ldetok", root=root)
     assert tok_info["eval"][0]["psnr"] > 5 and tok_info["warm_start_steps"] == 6  # it continued from the plain AE
 

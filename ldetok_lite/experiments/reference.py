@@ -173,6 +173,9 @@ def _export(model: nn.Module, dest: Path, run_checkpoint: Path, provenance: dict
     payload = ckpt.read_config(run_checkpoint)
     configs = dict(payload.get("configs") or {})
     configs["reference"] = provenance
+    if isinstance(configs.get("tokenizer_spec"), dict):  # where it was trained is this machine's business
+        tok_name = _tokenizer_of(reference_recipe(provenance["name"]))
+        configs["tokenizer_spec"] = {**configs["tokenizer_spec"], "checkpoint": f"reference/{tok_name}"}
     return ckpt.save_pretrained(copy.deepcopy(model).half(), dest, config=configs, step=payload.get("step"),
                                 extra_tensors=extra_tensors)
 
