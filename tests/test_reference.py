@@ -10,6 +10,7 @@ import torch
 from safetensors import safe_open
 
 from ldetok_lite.cli import main as cli_main
+from ldetok_lite.evaluation import preset_feature_net
 from ldetok_lite.experiments.reference import (
     REFERENCE_BUDGET_MB,
     ReferenceModelError,
@@ -19,8 +20,9 @@ from ldetok_lite.experiments.reference import (
     reference_info,
     reference_root,
 )
+from ldetok_lite.experiments.side_by_side import draw_side_by_side, load_references, show_side_by_side
 from ldetok_lite.generators import decode_latents
-from ldetok_lite.presets import REFERENCE_NAMES, reference_recipe
+from ldetok_lite.presets import REFERENCE_NAMES, load_preset, reference_recipe
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -120,3 +122,38 @@ def test_shipped_reference_folder_fits_the_budget_and_verifies():
         if reference_root().is_dir() else 0.0
     assert size <= REFERENCE_BUDGET_MB
     assert all(r["status"] in ("ok", "missing") for r in rows), [r["status"] for r in rows]
+
+
+def test_side_by_side_draws_every_model_alike(built):
+    """Notebooks 05-09: the same labels, noise and guidance for each model, measured alike."""
+    root, work = built
+    pair = load_reference("DiT", root=root)
+    p = load_preset("smoke")
+    net = preset_feature_net(p, work, log=lambda *_: None)
+    kw = dict(num_images=10, cfg_scale=3.0, num_steps=2, cache_dir=work, log=lambda *_: None)
+    a, b = draw_side_by_side({"a": pair, "b": pair}, p.data, net, seed=0, **kw)
+    assert a.images.shape == (10, 3, 32, 32) and torch.equal(a.images, b.images)
+    assert a.labels.tolist() == list(range(10)) and (a.class_accuracy, a.gfid) == (b.class_accuracy, b.gfid)
+    assert 0 <= a.class_accuracy <= 1 and a.gfid > 0
+    (c,) = draw_side_by_side({"c": pair}, p.data, net, seed=1, **kw)
+    assert not torch.equal(c.images, a.images)
+    fig = show_side_by_side([a, b, c], per_class=1)
+    assert len(fig.axes) == 3 and "class acc" in fig.axes[0].get_title()
+    with pytest.raises(ValueError, match="models is empty"):
+        draw_side_by_side({}, p.data, net, **kw)
+
+
+def test_notebooks_skip_only_a_missing_reference(built, tmp_path):
+    root, _ = built
+    lines = []
+    refs = load_references(["DiT", "SiT"], root=root, log=lines.append)
+    assert refs["DiT"][0].reference_info["name"] == "DiT" and refs["SiT"] is None
+    assert any("ldetok-lite reference build SiT" in line for line in lines)
+    assert any(line.startswith("reference/DiT: 6 steps") for line in lines)
+    with pytest.raises(ValueError, match="allowed: tokenizer-plain"):
+        load_references(["SIT"], root=root)
+    copy = tmp_path / "reference"
+    shutil.copytree(root, copy)
+    (copy / "DiT" / "config.json").write_text("{}")
+    with pytest.raises(ReferenceModelError, match="DiT"):
+        load_references(["DiT"], root=copy)

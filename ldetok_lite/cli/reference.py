@@ -9,23 +9,9 @@ from __future__ import annotations
 
 import argparse
 
-from ..experiments.reference import REFERENCE_BUDGET_MB, build_reference, list_references
+from ..experiments.reference import REFERENCE_BUDGET_MB, build_reference, list_references, reference_summary
 from ..presets import PRESET_NAMES, REFERENCE_NAMES, reference_recipe
 from .errors import CliError, check_out_dir
-
-
-def _metrics(info: dict | None) -> str:
-    if not info:
-        return ""
-    parts = []
-    for row in info.get("eval") or []:
-        if "rfid" in row:
-            parts.append(f"rFID {row['rfid']:.2f}, PSNR {row['psnr']:.2f} dB")
-        else:
-            acc = row.get("class_accuracy")
-            parts.append(f"cfg {row['cfg_scale']:g}: class acc. {acc:.0%}, gFID {row['gfid']:.2f}"
-                         if acc is not None else f"cfg {row['cfg_scale']:g}: gFID {row['gfid']:.2f}")
-    return "; ".join(parts)
 
 
 def cmd_list(args) -> int:
@@ -34,9 +20,7 @@ def cmd_list(args) -> int:
     for r in rows:
         info = r["info"] or {}
         status = "ok" if r["status"] == "ok" else ("missing" if r["status"] == "missing" else "FAILS CHECK")
-        warm = f" + {info['warm_start_steps']} plain-AE" if info.get("warm_start_steps") else ""
-        what = (f"{info.get('steps', '?')}{warm} steps, {info.get('train_seconds', 0) / 60:.0f} min; {_metrics(info)}"
-                if info else f"build: ldetok-lite reference build {r['name']}")
+        what = reference_summary(info) if info else f"build: ldetok-lite reference build {r['name']}"
         print(f"{r['name']:<17} {status:<11} {r['megabytes']:5.1f} MB  {what}")
         if status == "FAILS CHECK":
             print(f"    {r['status']}")

@@ -38,7 +38,7 @@ from ..pretrained import check_tokenizer_of, from_pretrained, load_latent_stats
 from .cache import get_generator, get_tokenizer
 
 __all__ = ["ReferenceModelError", "REFERENCE_BUDGET_MB", "reference_root", "reference_path", "reference_info",
-           "load_reference", "list_references", "build_reference", "round_to_half"]
+           "load_reference", "list_references", "reference_summary", "build_reference", "round_to_half"]
 
 #: the most the committed ``reference/`` folder may weigh
 REFERENCE_BUDGET_MB = 40.0
@@ -98,6 +98,23 @@ def reference_info(name: str, root: str | os.PathLike | None = None) -> dict:
         raise ReferenceModelError(f"reference model {name!r} in {str(d)!r} records no provenance; rebuild it: "
                                   f"{_build_command(name)} --force")
     return info
+
+
+def reference_summary(info: dict) -> str:
+    """One line from a reference model's provenance (:func:`reference_info`): its steps, training
+    time and recorded metrics (``ldetok-lite reference list``; notebooks 05-09)."""
+    parts = []
+    for row in info.get("eval") or []:
+        if "rfid" in row:
+            parts.append(f"rFID {row['rfid']:.2f}, PSNR {row['psnr']:.2f} dB")
+        else:
+            acc = row.get("class_accuracy")
+            parts.append(f"cfg {row['cfg_scale']:g}: class acc. {acc:.0%}, gFID {row['gfid']:.2f}"
+                         if acc is not None else f"cfg {row['cfg_scale']:g}: gFID {row['gfid']:.2f}")
+    n = (info.get("eval") or [{}])[0].get("num_images")
+    warm = f" + {info['warm_start_steps']} plain-AE" if info.get("warm_start_steps") else ""
+    return (f"{info.get('steps', '?')}{warm} steps, {info.get('train_seconds', 0) / 60:.0f} min; " + "; ".join(parts)
+            + (f" ({n} images)" if n else ""))
 
 
 def load_reference(name: str, device: str | torch.device = "cpu", root: str | os.PathLike | None = None):
