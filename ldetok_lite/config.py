@@ -175,7 +175,10 @@ def _check_choice(obj, name, choices):
         )
 
 
-DATASETS = ("shapes", "photos", "cifar10", "mnist", "imagefolder")
+#: the embedded shapes data: ``shapes`` (shapes of every size) and ``shapes-large`` (the same
+#: classes drawn larger, so that a small generator's shapes come out recognisable sooner)
+SHAPES_DATASETS = ("shapes", "shapes-large")
+DATASETS = (*SHAPES_DATASETS, "photos", "cifar10", "mnist", "imagefolder")
 
 #: the most memory an in-memory dataset may take (``shapes`` keeps every image as uint8)
 MAX_DATASET_BYTES = 8 * 2**30
@@ -204,7 +207,7 @@ def dataset_bytes(dataset: str, num: int, img_size: int) -> int:
     """Bytes an embedded dataset of ``num`` images holds in memory: ``shapes`` stores every image
     (``num·3·img_size²`` uint8), ``photos`` a label and a crop box per image (20 bytes), the
     others read files on demand (0)."""
-    if dataset == "shapes":
+    if dataset in SHAPES_DATASETS:
         return num * 3 * img_size * img_size
     if dataset == "photos":
         return num * 20
@@ -227,7 +230,7 @@ def check_dataset_size(dataset: str, num: int, img_size: int, name: str = "num",
 class DataConfig(Config):
     """Which images to train on (see ``ldetok_lite.data``; notebooks/00_welcome)."""
 
-    dataset: str = "shapes"  # shapes | photos | cifar10 | mnist | imagefolder
+    dataset: str = "shapes"  # shapes | shapes-large | photos | cifar10 | mnist | imagefolder
     img_size: int = 32
     num_train: int = 20000  # embedded datasets: how many training images to generate
     num_val: int = 1000  # embedded datasets: held-out images (a different seed stream)

@@ -4,6 +4,8 @@
   10 classes (5 shapes x 2 colour families) with random position, size, rotation, colour and a
   textured background. Deterministic from a seed, 32 px by default (64/128/256 on request),
   generated at thousands of images per second, no download.
+- ``shapes-large``: the same classes and backgrounds with the shapes drawn larger (radius 0.55-0.80
+  of the half-width instead of 0.32-0.60), so that their outline spans more latent tokens.
 - ``photos``: random crops of the photographs that ship inside scikit-image (astronaut,
   coffee, chelsea, rocket, ...): real images with no download.
 - ``cifar10`` / ``mnist``: torchvision datasets; they must already be under ``data_dir``
@@ -25,7 +27,7 @@ import torch
 from PIL import Image, ImageOps
 from torch.utils.data import DataLoader, Dataset
 
-from .config import DataConfig, check_dataset_size
+from .config import SHAPES_DATASETS, DataConfig, check_dataset_size
 from .io import repo_root
 
 SHAPES = ("circle", "square", "triangle", "ring", "cross")
@@ -33,6 +35,9 @@ COLOUR_FAMILIES = ("warm", "cool")
 SHAPES_CLASSES = tuple(f"{c} {s}" for c in COLOUR_FAMILIES for s in SHAPES)
 PHOTO_NAMES = ("astronaut", "coffee", "chelsea", "rocket", "cat", "immunohistochemistry",
                "hubble_deep_field", "colorwheel")
+#: each embedded shapes data set's range of shape radii, in units of the image's half-width
+SHAPE_RADII = {"shapes": (0.32, 0.60), "shapes-large": (0.55, 0.80)}
+assert tuple(SHAPE_RADII) == SHAPES_DATASETS
 _VAL_SEED_OFFSET = 1_000_003
 IMG_EXTENSIONS = (".jpg", ".jpeg", ".png", ".ppm", ".bmp", ".pgm", ".tif", ".tiff", ".webp")
 
@@ -82,8 +87,10 @@ def random_hflip(images: torch.Tensor, generator: torch.Generator | None = None)
     return torch.where(flip[:, None, None, None].to(images.device), images.flip(-1), images)
 
 
-def generate_shapes(labels: torch.Tensor, img_size: int = 32, generator: torch.Generator | None = None) -> torch.Tensor:
-    """Render one image per label as uint8 (N, 3, H, W). Class = colour_family * 5 + shape."""
+def generate_shapes(labels: torch.Tensor, img_size: int = 32, generator: torch.Generator | None = None,
+                    radius: tuple[float, float] = SHAPE_RADII["shapes"]) -> torch.Tensor:
+    """Render one image per label as uint8 (N, 3, H, W). Class = colour_family * 5 + shape; each
+    shape's radius is drawn uniformly from ``radius`` (low, high), in half-widths of the image."""
     n = labels.shape[0]
     g = generator
     rand = lambda *s: torch.rand(*s, generator=g)  # noqa: E731
@@ -111,7 +118,8 @@ def generate_shapes(labels: torch.Tensor, img_size: int = 32, generator: torch.G
     # the shape: class -> (colour family, shape kind); random centre, size, rotation, colour
     family = labels // len(SHAPES)
     kind = labels % len(SHAPES)
-    radius = 0.32 + 0.28 * rand(n)
+    r_low, r_high = radius
+    radius = r_low + (r_high - r_low) * rand(n)
     cx = (rand(n) * 2 - 1) * (0.95 - radius) * 0.8
     cy = (rand(n) * 2 - 1) * (0.95 - radius) * 0.8
     rot = rand(n) * 2 * math.pi
@@ -134,26 +142,30 @@ class ShapesDataset(Dataset):
     """The embedded class-conditional dataset (10 classes, balanced, deterministic from ``seed``).
 
     ``split="val"`` draws from a different seed stream, so held-out images never repeat training
-    images. The whole set is generated at construction (thousands of images per second).
+    images. ``variant`` picks the shape sizes (``SHAPE_RADII``: ``"shapes"`` or ``"shapes-large"``).
+    The whole set is generated at construction (thousands of images per second).
     """
 
     num_classes = len(SHAPES_CLASSES)
     classes = SHAPES_CLASSES
 
     def __init__(self, num: int = 20000, img_size: int = 32, seed: int = 0, split: str = "train",
-                 hflip: bool = False, chunk: int = 2048):
+                 hflip: bool = False, chunk: int = 2048, variant: str = "shapes"):
         if not isinstance(num, int) or num < 1:
             raise DataError(f"num={num!r} must be a positive int")
         if img_size not in (16, 32, 64, 128, 256, 512):
             raise DataError(f"img_size={img_size!r} is not supported; allowed 16, 32, 64, 128, 256, 512")
         if split not in ("train", "val"):
             raise DataError(f"split={split!r} is not known; allowed 'train', 'val'")
-        check_dataset_size("shapes", num, img_size, "num", DataError)
-        self.img_size, self.seed, self.split, self.hflip = img_size, seed, split, hflip
+        if variant not in SHAPE_RADII:
+            raise DataError(f"variant={variant!r} is not known; allowed {', '.join(map(repr, SHAPE_RADII))}")
+        check_dataset_size(variant, num, img_size, "num", DataError)
+        self.img_size, self.seed, self.split, self.hflip, self.variant = img_size, seed, split, hflip, variant
         g = torch.Generator().manual_seed(seed + (_VAL_SEED_OFFSET if split == "val" else 0))
         labels = torch.arange(num) % self.num_classes
         labels = labels[torch.randperm(num, generator=g)]
-        chunks = [generate_shapes(labels[i:i + chunk], img_size, g) for i in range(0, num, chunk)]
+        chunks = [generate_shapes(labels[i:i + chunk], img_size, g, SHAPE_RADII[variant])
+                  for i in range(0, num, chunk)]
         self.images_uint8 = torch.cat(chunks)
         self.labels = labels.long()
 
@@ -170,6 +182,13 @@ class ShapesDataset(Dataset):
         if self.hflip and torch.rand(()) < 0.5:
             img = img.flip(-1)
         return img, int(self.labels[i])
+
+
+def shapes_like(data_cfg: DataConfig, num: int, split: str = "val") -> ShapesDataset:
+    """``num`` embedded shapes of ``data_cfg``'s size, seed and shapes variant (``shapes`` when it
+    names another data set): the examples the notebooks show and measure."""
+    variant = data_cfg.dataset if data_cfg.dataset in SHAPE_RADII else "shapes"
+    return ShapesDataset(num, data_cfg.img_size, seed=data_cfg.seed, split=split, variant=variant)
 
 
 # --------------------------------------------------------------------------------------------
@@ -392,9 +411,9 @@ def make_dataset(data_cfg: DataConfig, split: str = "train", on_bad_image: str =
         raise DataError(f"split={split!r} is not known; allowed 'train', 'val'")
     train = split == "train"
     hflip = data_cfg.hflip and train
-    if data_cfg.dataset == "shapes":
+    if data_cfg.dataset in SHAPES_DATASETS:
         n = data_cfg.num_train if train else max(data_cfg.num_val, 1)
-        return ShapesDataset(n, data_cfg.img_size, data_cfg.seed, split, hflip)
+        return ShapesDataset(n, data_cfg.img_size, data_cfg.seed, split, hflip, variant=data_cfg.dataset)
     if data_cfg.dataset == "photos":
         n = data_cfg.num_train if train else max(data_cfg.num_val, 1)
         return PhotoCropDataset(n, data_cfg.img_size, data_cfg.seed, split, hflip)

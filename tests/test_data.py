@@ -1,3 +1,5 @@
+import hashlib
+
 import pytest
 import torch
 from PIL import Image
@@ -5,6 +7,7 @@ from PIL import Image
 from ldetok_lite.config import DataConfig
 from ldetok_lite.data import (
     PHOTO_NAMES,
+    SHAPE_RADII,
     SHAPES_CLASSES,
     DataError,
     ImageFolderDataset,
@@ -14,6 +17,7 @@ from ldetok_lite.data import (
     make_dataset,
     make_loader,
     sample_photos,
+    shapes_like,
 )
 
 
@@ -55,6 +59,37 @@ def test_shapes_bad_arguments():
         ShapesDataset(10, 33)
     with pytest.raises(DataError, match="split='test'"):
         ShapesDataset(10, 32, split="test")
+    with pytest.raises(DataError, match="variant='shapes-huge'.*'shapes', 'shapes-large'"):
+        ShapesDataset(10, 32, variant="shapes-huge")
+
+
+def test_shapes_data_is_unchanged():
+    # the shipped reference models and every cached run were trained on these exact images
+    ds = ShapesDataset(64, 32, seed=0)
+    digest = hashlib.sha256(ds.images_uint8.numpy().tobytes()).hexdigest()[:16]
+    assert digest == "186a5840406e9ab6"
+
+
+def _foreground_fraction(images: torch.Tensor) -> float:
+    # the shapes are saturated (HSV saturation >= 0.65 before shading), the backgrounds pale (<= 0.5)
+    hi, lo = images.amax(1), images.amin(1)
+    saturation = (hi - lo) / hi.clamp_min(1e-6)
+    return float((saturation > 0.6).float().mean())
+
+
+def test_shapes_large_draws_the_same_classes_larger():
+    small, large = ShapesDataset(500, 32, seed=3), ShapesDataset(500, 32, seed=3, variant="shapes-large")
+    assert torch.equal(small.labels, large.labels) and large.variant == "shapes-large"
+    (lo_s, hi_s), (lo_l, hi_l) = SHAPE_RADII["shapes"], SHAPE_RADII["shapes-large"]
+    area_ratio = ((lo_l + hi_l) / (lo_s + hi_s)) ** 2  # ~2.2
+    measured = _foreground_fraction(large.images) / _foreground_fraction(small.images)
+    assert measured > 1.6 and abs(measured - area_ratio) < 0.4
+    built = make_dataset(DataConfig(dataset="shapes-large", num_train=500, seed=3, hflip=False))
+    assert torch.equal(built.images_uint8, large.images_uint8)
+    # the notebooks' examples follow the preset's variant (the original shapes for other data)
+    assert torch.equal(shapes_like(DataConfig(dataset="shapes-large", seed=3), 500, "train").images_uint8,
+                       large.images_uint8)
+    assert shapes_like(DataConfig(dataset="photos"), 4).variant == "shapes"
 
 
 def test_photos_offline():

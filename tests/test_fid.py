@@ -127,6 +127,20 @@ def test_extractor_deterministic(net, sets):
                                  train=False)
 
 
+def test_each_shapes_data_set_has_its_own_feature_network(tmp_path):
+    # the original data keeps its networks' cache names; shapes-large learns (and caches) its own
+    assert E.extractor_settings("tiny").key() == "shapes_cnn_32px_seed0_5eb2236c3e"
+    large = E.extractor_settings("tiny", dataset="shapes-large")
+    assert large.key().startswith("shapes_large_cnn_32px_seed0_") and large.key() != E.extractor_settings().key()
+    with pytest.raises(ValueError, match="dataset='photos'.*shapes, shapes-large"):
+        E.extractor_settings("tiny", dataset="photos")
+    quick = dict(steps=2, num_train=32, num_val=8, batch_size=16)
+    _, info = E.train_shapes_extractor(E.extractor_settings("smoke", dataset="shapes-large", **quick), log=None)
+    assert info["settings"]["dataset"] == "shapes-large"
+    with pytest.raises(assets.MissingWeightsError, match="shapes_large_cnn_32px"):
+        E.get_shapes_extractor(32, cache_dir=tmp_path, settings="smoke", train=False, dataset="shapes-large")
+
+
 def test_missing_inception_weights_clear_error(tmp_path, monkeypatch):
     monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch_home"))
     monkeypatch.delenv("LDETOK_INCEPTION_WEIGHTS", raising=False)

@@ -24,7 +24,7 @@ import json
 from pathlib import Path
 
 from ..checkpoint import CheckpointError, read_config
-from ..config import DataConfig
+from ..config import SHAPES_DATASETS, DataConfig
 from ..device import pick_device
 from ..evaluation import EvaluateError, evaluate_protocol, evaluate_tokenizer, get_feature_net, load_fid_stats
 from ..io import write_json_atomic
@@ -129,12 +129,13 @@ def _data_config(args, preset, ckpt_cfg: dict | None) -> DataConfig:
 
 def _feature_net(args, preset, data: DataConfig):
     name = args.feature_net or preset.eval.feature_net
-    if name == "shapes-cnn" and data.dataset != "shapes":
+    if name == "shapes-cnn" and data.dataset not in SHAPES_DATASETS:
         _fail(f"--feature-net shapes-cnn only measures the embedded shapes data, not {data.dataset!r}; "
               "use --feature-net inception")
     extractor = args.extractor or ("smoke" if preset.name == "smoke" else "tiny")
     return get_feature_net(name, img_size=data.img_size, seed=data.seed, cache_dir=args.cache_dir,
-                               extractor=extractor, inception_weights=args.inception_weights)
+                           extractor=extractor, inception_weights=args.inception_weights,
+                           dataset=data.dataset)
 
 
 def _protocol(args, preset, name: str, num_images: int, quantize: str):

@@ -24,13 +24,15 @@ from torch.utils.data import Subset
 
 from .. import _compat
 from ..assets import resolve
-from ..config import DataConfig
+from ..config import SHAPES_DATASETS, DataConfig
 from ..data import make_dataset
 from ..metrics import psnr, ssim
 from ..presets import EvalProtocol
 from .feature_net import default_cache_dir
 from .metrics import extract_features, features_to_metrics, load_fid_stats, save_fid_stats
 from .sources import generator_source, reconstruction_source
+
+_GENERATED = (*SHAPES_DATASETS, "photos")  # embedded data sets, generated to any size
 
 __all__ = ["EvaluateError", "eval_images", "evaluate_tokenizer", "reference_stats", "resolve_reference",
            "evaluate_generator", "evaluate_protocol"]
@@ -46,7 +48,7 @@ def _fail(msg: str):
 
 def eval_images(data: DataConfig, split: str, n: int, seed: int):
     """``n`` images of ``split`` (embedded data: generated to size; others: a seeded subset)."""
-    if data.dataset in ("shapes", "photos"):
+    if data.dataset in _GENERATED:
         data = data.replace(**({"num_val": n} if split == "val" else {"num_train": max(n, data.num_train)}))
     ds = make_dataset(data, split)
     if n > len(ds):
@@ -111,7 +113,7 @@ def evaluate_generator(generator, tokenizer, data: DataConfig, net, *, num_image
                        device="auto", log=print) -> list[dict]:
     """gFID / IS (/ class accuracy, KID, PRC) for each guidance scale in ``cfg_scales``."""
     if ref_stats is None:
-        n_ref = max(num_images, min(data.num_train, 50_000)) if data.dataset in ("shapes", "photos") else num_images
+        n_ref = max(num_images, min(data.num_train, 50_000)) if data.dataset in _GENERATED else num_images
         ref_stats = reference_stats(data, net, cache_dir=cache_dir, num_images=n_ref, batch_size=batch_size,
                                     seed=seed, device=device, log=log)
     ref = load_fid_stats(ref_stats, net)

@@ -34,6 +34,7 @@ from torch_fidelity.registry import FEATURE_EXTRACTORS_REGISTRY
 
 from ..assets import MissingWeightsError, verified_weights
 from ..assets import cache_dir as default_cache_dir
+from ..config import SHAPES_DATASETS
 from ..data import ShapesDataset, random_hflip
 from ..device import pick_device
 from ..io import save_tensors_atomic
@@ -115,6 +116,7 @@ class ExtractorSettings:
 
     img_size: int = 32
     seed: int = 0
+    dataset: str = "shapes"  # which embedded shapes data it learns: shapes | shapes-large
     widths: tuple[int, ...] = (8, 16, 32)
     penultimate: int = 32
     num_train: int = 10000
@@ -129,8 +131,12 @@ class ExtractorSettings:
         return min(self.img_size, 64)
 
     def key(self) -> str:
-        blob = json.dumps(dataclasses.asdict(self), sort_keys=True).encode()
-        return f"shapes_cnn_{self.img_size}px_seed{self.seed}_{hashlib.sha256(blob).hexdigest()[:10]}"
+        settings = dataclasses.asdict(self)
+        if self.dataset == "shapes":  # the original data keeps the names its cached networks had
+            del settings["dataset"]
+        blob = json.dumps(settings, sort_keys=True).encode()
+        prefix = self.dataset.replace("-", "_") + "_cnn"
+        return f"{prefix}_{self.img_size}px_seed{self.seed}_{hashlib.sha256(blob).hexdigest()[:10]}"
 
 
 EXTRACTOR_PRESETS = {
@@ -155,12 +161,15 @@ def extractor_settings(preset: str | ExtractorSettings = "tiny", **overrides) ->
     if s.img_size not in (16, 32, 64, 128, 256, 512):
         raise ValueError(f"img_size={s.img_size!r} is not supported; allowed 16, 32, 64, 128, 256, 512")
     check_count(s.seed, "seed", lo=0)
+    if s.dataset not in SHAPES_DATASETS:
+        raise ValueError(f"dataset={s.dataset!r} is not an embedded shapes data set; allowed: "
+                         f"{', '.join(SHAPES_DATASETS)}")
     return s
 
 
 def _shapes_data(s: ExtractorSettings, split: str, num: int):
     # a data seed of its own, so the metric network never saw the exact images it later scores
-    return ShapesDataset(num, img_size=s.img_size, seed=10_000 + s.seed, split=split)
+    return ShapesDataset(num, img_size=s.img_size, seed=10_000 + s.seed, split=split, variant=s.dataset)
 
 
 @torch.no_grad()
@@ -253,10 +262,11 @@ def load_shapes_extractor(path: str | Path) -> ShapesCNN:
 
 def get_shapes_extractor(img_size: int = 32, seed: int = 0, cache_dir: str | Path | None = None,
                          settings: ExtractorSettings | str = "tiny", train: bool = True,
-                         log: Callable | None = print) -> Path:
-    """Path of the cached shapes feature network for ``img_size``/``seed``/``settings``; trains
-    and caches it (``<cache_dir>/fid/<key>.safetensors``) when missing, unless ``train=False``."""
-    s = extractor_settings(settings, img_size=img_size, seed=seed)
+                         log: Callable | None = print, dataset: str = "shapes") -> Path:
+    """Path of the cached shapes feature network for ``img_size``/``seed``/``settings`` and the
+    embedded ``dataset`` (shapes | shapes-large); trains and caches it
+    (``<cache_dir>/fid/<key>.safetensors``) when missing, unless ``train=False``."""
+    s = extractor_settings(settings, img_size=img_size, seed=seed, dataset=dataset)
     path = Path(cache_dir if cache_dir else default_cache_dir()) / "fid" / f"{s.key()}.safetensors"
     if path.is_file():
         return path
@@ -353,15 +363,17 @@ def _file_digest(path: Path, limit: int = 1 << 20) -> str:
 def get_feature_net(name: str | FeatureNet = "shapes-cnn", *, img_size: int = 32, seed: int = 0,
                     cache_dir: str | Path | None = None, extractor: ExtractorSettings | str = "tiny",
                     inception_weights: str | Path | None = None, train: bool = True,
-                    log: Callable | None = print) -> FeatureNet:
+                    log: Callable | None = print, dataset: str = "shapes") -> FeatureNet:
     """Resolve a feature network. ``"shapes-cnn"``: the offline network for ``img_size``/``seed``
-    (trained and cached when missing, settings ``extractor``). ``"inception"``: the paper's
-    Inception-v3 features (2048-d pool, IS on logits), weights found and checked by
+    and ``dataset`` (shapes | shapes-large; the ``shapes`` network for any other data), trained and
+    cached when missing, settings ``extractor``.
+    ``"inception"``: the paper's Inception-v3 features (2048-d pool, IS on logits), weights found and checked by
     ``assets.verified_weights("inception", inception_weights)``."""
     if isinstance(name, FeatureNet):
         return name
     if name == "shapes-cnn":
-        path = get_shapes_extractor(img_size, seed, cache_dir, extractor, train=train, log=log)
+        shapes = dataset if dataset in SHAPES_DATASETS else "shapes"
+        path = get_shapes_extractor(img_size, seed, cache_dir, extractor, train=train, log=log, dataset=shapes)
         return FeatureNet("shapes-cnn", SHAPES_EXTRACTOR, str(path), "multi", "logits",
                           f"shapes-cnn:{path.stem}:{_file_digest(path)}")
     if name == "inception":
@@ -379,7 +391,8 @@ def preset_feature_net(preset, cache_dir: str | Path | None = None, log: Callabl
     """The feature network a preset measures with (``preset.eval.feature_net``): at ``smoke`` the
     shapes network's quick settings, else its ``tiny`` settings (notebooks 05-10, the comparison)."""
     return get_feature_net(preset.eval.feature_net, img_size=preset.data.img_size, seed=0, cache_dir=cache_dir,
-                           extractor="smoke" if preset.name == "smoke" else "tiny", log=log)
+                           extractor="smoke" if preset.name == "smoke" else "tiny", log=log,
+                           dataset=preset.data.dataset)
 
 
 def net_for(feature_net, input1) -> FeatureNet:

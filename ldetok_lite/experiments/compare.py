@@ -134,7 +134,7 @@ def run_comparison(plan: ComparePlan | str, seeds: Iterable[int] = (0,), out_dir
                     entry[1].extend(f for f in sweep_families if f not in entry[1])
 
     net = get_feature_net(p.eval.feature_net, img_size=data.img_size, seed=data.seed,
-                          cache_dir=feature_cache_dir, extractor=plan.extractor, log=say)
+                          cache_dir=feature_cache_dir, extractor=plan.extractor, log=say, dataset=data.dataset)
     n_img, bs = plan.eval_images, p.eval.batch_size
     ref = None
     val_x = None
