@@ -132,6 +132,8 @@ def test_each_shapes_data_set_has_its_own_feature_network(tmp_path):
     assert E.extractor_settings("tiny").key() == "shapes_cnn_32px_seed0_5eb2236c3e"
     large = E.extractor_settings("tiny", dataset="shapes-large")
     assert large.key().startswith("shapes_large_cnn_32px_seed0_") and large.key() != E.extractor_settings().key()
+    assert large.steps == 2 * E.extractor_settings("tiny").steps  # large shapes take longer to tell apart
+    assert E.extractor_settings("tiny", dataset="shapes-large", steps=50).steps == 50
     with pytest.raises(ValueError, match="dataset='photos'.*shapes, shapes-large"):
         E.extractor_settings("tiny", dataset="photos")
     quick = dict(steps=2, num_train=32, num_val=8, batch_size=16)

@@ -143,6 +143,10 @@ EXTRACTOR_PRESETS = {
     "smoke": ExtractorSettings(num_train=600, num_val=200, steps=30, batch_size=32),
     "tiny": ExtractorSettings(),
 }
+#: how many times a preset's steps each shapes data set's network trains: large shapes are slower to
+#: tell apart (cool circles from cool squares: 95.5 % of held-out images right after 400 steps,
+#: 99.9 % after 800; the original shapes 99.8 % after 400)
+STEP_FACTOR = {"shapes": 1, "shapes-large": 2}
 
 
 def extractor_settings(preset: str | ExtractorSettings = "tiny", **overrides) -> ExtractorSettings:
@@ -164,6 +168,8 @@ def extractor_settings(preset: str | ExtractorSettings = "tiny", **overrides) ->
     if s.dataset not in SHAPES_DATASETS:
         raise ValueError(f"dataset={s.dataset!r} is not an embedded shapes data set; allowed: "
                          f"{', '.join(SHAPES_DATASETS)}")
+    if isinstance(preset, str) and "steps" not in overrides:
+        s = dataclasses.replace(s, steps=base.steps * STEP_FACTOR[s.dataset])
     return s
 
 
