@@ -184,11 +184,16 @@ class ShapesDataset(Dataset):
         return img, int(self.labels[i])
 
 
+def shapes_variant(dataset: str) -> str:
+    """The embedded shapes data set that stands for ``dataset``: itself when it is one, else ``shapes``."""
+    return dataset if dataset in SHAPE_RADII else "shapes"
+
+
 def shapes_like(data_cfg: DataConfig, num: int, split: str = "val") -> ShapesDataset:
-    """``num`` embedded shapes of ``data_cfg``'s size, seed and shapes variant (``shapes`` when it
-    names another data set): the examples the notebooks show and measure."""
-    variant = data_cfg.dataset if data_cfg.dataset in SHAPE_RADII else "shapes"
-    return ShapesDataset(num, data_cfg.img_size, seed=data_cfg.seed, split=split, variant=variant)
+    """``num`` embedded shapes of ``data_cfg``'s size, seed and shapes variant (:func:`shapes_variant`):
+    the examples the notebooks show and measure."""
+    return ShapesDataset(num, data_cfg.img_size, seed=data_cfg.seed, split=split,
+                         variant=shapes_variant(data_cfg.dataset))
 
 
 # --------------------------------------------------------------------------------------------

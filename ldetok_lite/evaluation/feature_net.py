@@ -35,7 +35,7 @@ from torch_fidelity.registry import FEATURE_EXTRACTORS_REGISTRY
 from ..assets import MissingWeightsError, verified_weights
 from ..assets import cache_dir as default_cache_dir
 from ..config import SHAPES_DATASETS
-from ..data import ShapesDataset, random_hflip
+from ..data import ShapesDataset, random_hflip, shapes_variant
 from ..device import pick_device
 from ..io import save_tensors_atomic
 from .sources import check_count
@@ -372,14 +372,14 @@ def get_feature_net(name: str | FeatureNet = "shapes-cnn", *, img_size: int = 32
                     log: Callable | None = print, dataset: str = "shapes") -> FeatureNet:
     """Resolve a feature network. ``"shapes-cnn"``: the offline network for ``img_size``/``seed``
     and ``dataset`` (shapes | shapes-large; the ``shapes`` network for any other data), trained and
-    cached when missing, settings ``extractor``.
-    ``"inception"``: the paper's Inception-v3 features (2048-d pool, IS on logits), weights found and checked by
+    cached when missing, settings ``extractor``. ``"inception"``: the paper's Inception-v3 features
+    (2048-d pool, IS on logits), weights found and checked by
     ``assets.verified_weights("inception", inception_weights)``."""
     if isinstance(name, FeatureNet):
         return name
     if name == "shapes-cnn":
-        shapes = dataset if dataset in SHAPES_DATASETS else "shapes"
-        path = get_shapes_extractor(img_size, seed, cache_dir, extractor, train=train, log=log, dataset=shapes)
+        path = get_shapes_extractor(img_size, seed, cache_dir, extractor, train=train, log=log,
+                                    dataset=shapes_variant(dataset))
         return FeatureNet("shapes-cnn", SHAPES_EXTRACTOR, str(path), "multi", "logits",
                           f"shapes-cnn:{path.stem}:{_file_digest(path)}")
     if name == "inception":
