@@ -41,7 +41,7 @@ __all__ = [
     "tokenizer_recipe", "warm_start_recipe", "decoder_finetune", "GENERATOR_FAMILIES", "SWEEPS", "SWEEP_FAMILIES",
     "ComparePlan", "PLAN_NAMES", "compare_plan", "OFFICIAL_CFG_GRIDS", "OUR_CFG_GRIDS", "OFFICIAL_STEPS",
     "EvalProtocol", "cfg_grid", "eval_protocol", "ReferenceRecipe", "REFERENCE_RECIPES", "REFERENCE_NAMES",
-    "reference_recipe",
+    "REFERENCE_CFG_SCALES", "reference_recipe",
 ]
 
 # ============================================================================================
@@ -464,26 +464,25 @@ def eval_protocol(preset: Preset | str, name: str, num_images: int = 0) -> EvalP
 @dataclass(frozen=True)
 class ReferenceRecipe:
     """A ``tokenizer`` of ``variant``, or a ``generator`` of ``family`` on the latents of the reference
-    ``tokenizer-{variant}``, trained with ``preset`` at seed 0; ``cfg_scale``: its notebook's guidance;
-    ``model``: ``create_generator`` settings beyond the preset's size, as ``(name, value)`` pairs."""
+    ``tokenizer-{variant}``, trained with ``preset`` at seed 0; ``model``: ``create_generator``
+    settings beyond the preset's size, as ``(name, value)`` pairs."""
 
     name: str
     kind: str
     variant: str
     family: str = ""
     preset: str = "tiny-long"
-    cfg_scale: float = 1.0
     model: tuple[tuple[str, object], ...] = ()
 
 
-#: the guidance each generator's notebook samples with (and its metrics are recorded at)
-REFERENCE_CFG = {"DiT": 3.0, "SiT": 3.0, "LightningDiT": 3.0, "MAR": 3.0, "RandomAR": 3.0, "RasterAR": 3.0}
+#: the guidance scales a reference generator is measured at; its build records the notebook's choice
+REFERENCE_CFG_SCALES = (1.0, 1.5, 2.0, 3.0)
 REFERENCE_RECIPES: dict[str, ReferenceRecipe] = {r.name: r for r in (
     ReferenceRecipe("tokenizer-plain", "tokenizer", "plain"),
     ReferenceRecipe("tokenizer-ldetok", "tokenizer", "ldetok"),
-    *(ReferenceRecipe(f, "generator", "ldetok", f, cfg_scale=REFERENCE_CFG[f]) for f in GENERATOR_FAMILIES),
+    *(ReferenceRecipe(f, "generator", "ldetok", f) for f in GENERATOR_FAMILIES),
     # the paper's headline generator on the plain AE too: the pair shows the tokenizers' ranking
-    ReferenceRecipe("MAR-plain", "generator", "plain", "MAR", cfg_scale=REFERENCE_CFG["MAR"]),
+    ReferenceRecipe("MAR-plain", "generator", "plain", "MAR"),
 )}
 REFERENCE_NAMES = tuple(REFERENCE_RECIPES)
 

@@ -17,9 +17,13 @@ from ..evaluation.metrics import compute_metrics
 from ..evaluation.sources import generator_source
 from ..presets import reference_recipe
 from ..viz import class_rows, image_grid
-from .reference import load_reference, reference_path, reference_summary
+from .reference import load_reference, reference_dataset, reference_path, reference_summary
 
-__all__ = ["Drawn", "draw", "draw_side_by_side", "show_side_by_side", "reference_or_none", "load_references"]
+__all__ = ["Drawn", "draw", "draw_side_by_side", "show_side_by_side", "reference_or_none", "load_references",
+           "reference_guidance", "FALLBACK_GUIDANCE"]
+
+#: the side-by-side guidance when a notebook's reference model is missing
+FALLBACK_GUIDANCE = 3.0
 
 
 @dataclass(frozen=True)
@@ -91,25 +95,33 @@ def show_side_by_side(drawn: list[Drawn], per_class: int = 4, class_names=SHAPES
     return fig
 
 
-def reference_or_none(name: str, device="cpu", log: Callable = print, root=None):
-    """``load_reference(name)`` (a generator as ``(generator, tokenizer)``), or None with the command
-    that builds it when ``reference/<name>`` is not there. An altered or incomplete model still
-    raises ``ReferenceModelError``: only a missing one is skipped."""
+def reference_or_none(name: str, device="cpu", log: Callable = print, root=None, dataset: str | None = None):
+    """``load_reference(name, dataset=dataset)`` (a generator as ``(generator, tokenizer)``), or None
+    with the command that builds it when ``reference/<dataset>/<name>`` is not there. An altered or
+    incomplete model still raises ``ReferenceModelError``: only a missing one is skipped."""
     reference_recipe(name)  # an unknown name is an error, not a skip
-    if not reference_path(name, root).exists():
-        log(f"reference/{name} is not in this copy of the kit; build it (about 20 minutes on 2 cores) with: "
-            f"ldetok-lite reference build {name}")
+    dataset = reference_dataset(dataset)
+    if not reference_path(name, root, dataset).exists():
+        log(f"reference/{dataset}/{name} is not in this copy of the kit; build it (20 to 60 minutes on 2 cores) "
+            f"with: ldetok-lite reference build {name} --dataset {dataset}")
         return None
-    return load_reference(name, device=device, root=root)
+    return load_reference(name, device=device, root=root, dataset=dataset)
 
 
-
-def load_references(names, device="cpu", log: Callable = print, root=None) -> dict:
-    """``{name: (generator, tokenizer) or None}`` for reference generators ``names``, each with a
-    line of its recorded provenance (:func:`reference_or_none` says how to build a missing one)."""
+def load_references(names, device="cpu", log: Callable = print, root=None, dataset: str | None = None) -> dict:
+    """``{name: (generator, tokenizer) or None}`` for reference generators ``names`` trained on
+    ``dataset`` (a notebook passes its preset's), each with a line of its recorded provenance
+    (:func:`reference_or_none` says how to build a missing one)."""
     out = {}
     for name in names:
-        out[name] = reference_or_none(name, device=device, log=log, root=root)
+        out[name] = reference_or_none(name, device=device, log=log, root=root, dataset=dataset)
         if out[name] is not None:
-            log(f"reference/{name}: {reference_summary(out[name][0].reference_info)}")
+            log(f"reference/{reference_dataset(dataset)}/{name}: {reference_summary(out[name][0].reference_info)}")
     return out
+
+
+def reference_guidance(references: dict, name: str, fallback: float = FALLBACK_GUIDANCE) -> float:
+    """The guidance reference ``name`` of ``references`` (:func:`load_references`) was built to be
+    shown at (``reference_info["cfg_scale"]``), or ``fallback`` when it is missing."""
+    pair = references.get(name)
+    return fallback if pair is None else float(pair[0].reference_info.get("cfg_scale", fallback))
