@@ -112,6 +112,9 @@ def test_guidance_is_the_lowest_scale_within_tolerance_of_the_best():
             {"cfg_scale": 2.0, "class_accuracy": 0.85}, {"cfg_scale": 3.0, "class_accuracy": 0.80}]
     assert choose_guidance(rows) == 2.0
     assert choose_guidance(rows, tolerance=0.05) == 1.5
+    # exactly two points below the best counts as within (in floating point 0.18 < 0.2 - 0.02)
+    edge = [{"cfg_scale": 1.0, "class_accuracy": 0.18}, {"cfg_scale": 3.0, "class_accuracy": 0.2}]
+    assert choose_guidance(edge) == 1.0
     assert choose_guidance(rows[:1] + [{"cfg_scale": 3.0, "class_accuracy": None}]) == 1.0
     with pytest.raises(ValueError, match="no class accuracy"):
         choose_guidance([{"cfg_scale": 1.0, "class_accuracy": None}])

@@ -204,7 +204,7 @@ def choose_guidance(rows: list[dict], tolerance: float = REFERENCE_CFG_TOLERANCE
     if not measured:
         raise ValueError("rows hold no class accuracy; allowed: rows of evaluate_generator on shapes data")
     best = max(r["class_accuracy"] for r in measured)
-    return min(float(r["cfg_scale"]) for r in measured if r["class_accuracy"] >= best - tolerance)
+    return min(float(r["cfg_scale"]) for r in measured if r["class_accuracy"] >= best - tolerance - 1e-9)
 
 
 def round_to_half(model: nn.Module) -> nn.Module:
