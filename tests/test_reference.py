@@ -20,6 +20,7 @@ from ldetok_lite.experiments.reference import (
     list_references,
     load_reference,
     reference_info,
+    reference_megabytes,
     reference_root,
 )
 from ldetok_lite.experiments.side_by_side import (
@@ -164,7 +165,7 @@ def test_shipped_reference_folder_fits_the_budget_and_verifies():
     rows = [r for dataset in SHAPES_DATASETS for r in list_references(dataset=dataset)]
     size = sum(f.stat().st_size for f in reference_root().rglob("*") if f.is_file()) / 1e6 \
         if reference_root().is_dir() else 0.0
-    assert size <= REFERENCE_BUDGET_MB
+    assert size <= REFERENCE_BUDGET_MB and reference_megabytes() == pytest.approx(size)
     assert all(r["status"] in ("ok", "missing") for r in rows), [r["status"] for r in rows]
     for r in rows:  # every shipped generator records the guidance its notebook shows it at
         assert r["info"] is None or r["kind"] == "tokenizer" or r["info"]["cfg_scale"] in REFERENCE_CFG_SCALES

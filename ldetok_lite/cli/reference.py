@@ -15,7 +15,7 @@ from ..experiments.reference import (
     build_reference,
     list_references,
     reference_dataset,
-    reference_root,
+    reference_megabytes,
     reference_summary,
 )
 from ..presets import PRESET_NAMES, REFERENCE_NAMES, reference_recipe
@@ -38,9 +38,7 @@ def cmd_list(args) -> int:
             if status == "FAILS CHECK":
                 print(f"      {r['status']}")
         failed |= any(r["status"] not in ("ok", "missing") for r in rows)
-    root = reference_root(args.root)
-    total = sum(f.stat().st_size for f in root.rglob("*") if f.is_file()) / 1e6 if root.is_dir() else 0.0
-    print(f"total {total:.1f} MB of {REFERENCE_BUDGET_MB:.0f} MB")
+    print(f"total {reference_megabytes(args.root):.1f} MB of {REFERENCE_BUDGET_MB:.0f} MB")
     return 1 if failed else 0
 
 

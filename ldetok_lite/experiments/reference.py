@@ -51,8 +51,8 @@ from ..pretrained import check_tokenizer_of, from_pretrained, load_latent_stats
 from .cache import get_generator, get_tokenizer
 
 __all__ = ["ReferenceModelError", "REFERENCE_BUDGET_MB", "REFERENCE_CFG_TOLERANCE", "reference_root",
-           "reference_dataset", "reference_path", "reference_info", "load_reference", "list_references",
-           "reference_summary", "choose_guidance", "build_reference", "round_to_half"]
+           "reference_dataset", "reference_path", "reference_info", "reference_megabytes", "load_reference",
+           "list_references", "reference_summary", "choose_guidance", "build_reference", "round_to_half"]
 
 #: the most the committed ``reference/`` folder may weigh
 REFERENCE_BUDGET_MB = 40.0
@@ -121,12 +121,22 @@ def reference_info(name: str, root: str | os.PathLike | None = None, dataset: st
     tokenizer that continued from the plain AE: plus ``warm_start_steps``), ``train_seconds`` (all
     its steps), ``cfg_scale`` (a generator's notebook guidance) and ``eval`` (class accuracy and
     gFID per guidance scale for a generator; rFID and PSNR for a tokenizer)."""
-    d = _checked(name, root, dataset)
+    return _provenance(name, _checked(name, root, dataset), reference_dataset(dataset))
+
+
+def _provenance(name: str, d: Path, dataset: str) -> dict:
+    """The provenance in the verified checkpoint folder ``d`` of reference model ``name``."""
     info = (ckpt.read_config(d).get("configs") or {}).get("reference")
     if not isinstance(info, dict):
         raise ReferenceModelError(f"reference model {name!r} in {str(d)!r} records no provenance; rebuild it: "
-                                  f"{_build_command(name, reference_dataset(dataset))} --force")
+                                  f"{_build_command(name, dataset)} --force")
     return info
+
+
+def reference_megabytes(root: str | os.PathLike | None = None) -> float:
+    """What the reference folder weighs, every set together (``REFERENCE_BUDGET_MB`` at most)."""
+    folder = reference_root(root)
+    return sum(f.stat().st_size for f in folder.rglob("*") if f.is_file()) / 1e6 if folder.is_dir() else 0.0
 
 
 def reference_summary(info: dict) -> str:
@@ -159,7 +169,7 @@ def load_reference(name: str, device: str | torch.device = "cpu", root: str | os
     recipe = reference_recipe(name)
     dataset = reference_dataset(dataset)
     d = _checked(name, root, dataset)
-    info = reference_info(name, root, dataset)
+    info = _provenance(name, d, dataset)
     model = from_pretrained(d, device=device)
     model.reference_info = info
     if recipe.kind == "tokenizer":
@@ -301,7 +311,7 @@ def build_reference(name: str, root: str | os.PathLike | None = None, work_dir: 
     provenance.update(steps=int(ckpt.read_config(run_checkpoint).get("step") or 0), train_seconds=round(seconds),
                       eval=evals)
     out = _export(model, dest, run_checkpoint, provenance, extra)
-    size = sum(f.stat().st_size for f in reference_root(root).rglob("*") if f.is_file()) / 1e6
+    size = reference_megabytes(root)
     log(f"{name}: written to {out} ({provenance['steps']} steps, {seconds / 60:.1f} min of training); "
         f"reference/ now holds {size:.1f} MB of {REFERENCE_BUDGET_MB:.0f}")
     return out
