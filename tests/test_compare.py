@@ -83,12 +83,15 @@ def test_merge_joins_folders_measured_apart(tmp_path, capsys):
     for name, share in (("a", [r for r in rows if r["seed"] == 0]), ("b", [r for r in rows if r["seed"] == 1])):
         (tmp_path / name).mkdir()
         (tmp_path / name / "rows.jsonl").write_text("".join(json.dumps(r) + "\n" for r in share + rows[:1]))
+    recipe = {"name": "tiny", "preset": {"data": {"dataset": "shapes-large"}}}
+    (tmp_path / "b" / "summary.json").write_text(json.dumps({"meta": {"plan": recipe}}))
     assert main(["bench", "compare", "--merge", str(tmp_path / "a"), str(tmp_path / "b"),
                  "--out", str(tmp_path / "joined")]) == 0
     joined = C.load_comparison(tmp_path / "joined")
     assert len(joined["rows"]) == len(rows)  # the cell in both folders is kept once
     assert joined["ratios"] == C.summarize(rows)["ratios"] and joined["ratios"]["SiT"]["n"] == 2
     assert (tmp_path / "joined" / "table.csv").is_file() and "joined 13 rows" in capsys.readouterr().out
+    assert joined["meta"]["plan"] == recipe  # the recipe behind the rows survives the merge
     # another plan's rows, a folder without rows, no --out: clear errors, nothing written
     (tmp_path / "c").mkdir()
     (tmp_path / "c" / "rows.jsonl").write_text(json.dumps({**rows[0], "plan_key": "k2"}) + "\n")

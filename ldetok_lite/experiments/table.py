@@ -359,13 +359,15 @@ def load_comparison(out_dir) -> dict | None:
         return None
     latest = rows[-1].get("plan_key")  # a folder reused with another plan keeps its old rows: read the newest plan's
     rows = [r for r in rows if r.get("plan_key") == latest]
-    meta = {}
-    if (out / "summary.json").is_file():
-        try:
-            meta = json.loads((out / "summary.json").read_text()).get("meta", {})
-        except json.JSONDecodeError:
-            pass
-    return {**summarize(rows), "sweeps": summarize_sweeps(rows), "meta": meta, "rows": rows}
+    return {**summarize(rows), "sweeps": summarize_sweeps(rows), "meta": _meta(out), "rows": rows}
+
+
+def _meta(out: Path) -> dict:
+    """The ``meta`` of a comparison folder's ``summary.json`` (``{}`` when absent or unreadable)."""
+    try:
+        return json.loads((out / "summary.json").read_text()).get("meta", {})
+    except (OSError, json.JSONDecodeError):
+        return {}
 
 
 def load_first_comparison(*dirs) -> tuple[Path | None, dict | None]:
@@ -411,7 +413,10 @@ def merge_comparisons(sources, out_dir) -> dict:
     out.mkdir(parents=True, exist_ok=True)
     write_jsonl_atomic(out / "rows.jsonl", kept)
     merged = load_comparison(out)
-    meta = {"merged_from": [str(s) for s in sources], "plan": kept[0].get("plan") if kept else None}
+    # the recipe behind the rows (data, steps, overrides) from a source's summary, else the plan's name
+    described = [m["plan"] for m in (_meta(Path(s)) for s in (out, *sources)) if isinstance(m.get("plan"), dict)]
+    meta = {"merged_from": [str(s) for s in sources],
+            "plan": described[0] if described else (kept[0].get("plan") if kept else None)}
     write_outputs({k: v for k, v in merged.items() if k not in ("sweeps", "meta", "rows")}, out, meta=meta,
                   sweeps=merged["sweeps"] or None)
     return merged
