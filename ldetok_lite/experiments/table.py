@@ -414,7 +414,8 @@ def merge_comparisons(sources, out_dir) -> dict:
     write_jsonl_atomic(out / "rows.jsonl", kept)
     merged = load_comparison(out)
     # the recipe behind the rows (data, steps, overrides) from a source's summary, else the plan's name
-    described = [m["plan"] for m in (_meta(Path(s)) for s in (out, *sources)) if isinstance(m.get("plan"), dict)]
+    metas = (merged["meta"], *(_meta(Path(s)) for s in sources))  # out's own was read by load_comparison
+    described = [m["plan"] for m in metas if isinstance(m.get("plan"), dict)]
     meta = {"merged_from": [str(s) for s in sources],
             "plan": described[0] if described else (kept[0].get("plan") if kept else None)}
     write_outputs({k: v for k, v in merged.items() if k not in ("sweeps", "meta", "rows")}, out, meta=meta,
