@@ -39,7 +39,7 @@ pytestmark = pytest.mark.usefixtures("one_thread")
 @pytest.fixture(scope="module")
 def built(tmp_path_factory):
     """DiT on the smoke l-DeTok tokenizer, built into a fresh reference folder (its tokenizer first),
-    in the set of the smoke preset's data (``shapes``)."""
+    in the set of the smoke preset's data (``shapes-large``)."""
     base = tmp_path_factory.mktemp("reference")
     root, work = base / "reference", base / "work"
     build_reference("DiT", root=root, work_dir=work, preset="smoke", num_images=20, log=lambda *_: None)
@@ -49,18 +49,18 @@ def built(tmp_path_factory):
 def test_build_writes_float16_weights_with_provenance(built):
     root, _ = built
     for name in ("tokenizer-ldetok", "DiT"):
-        with safe_open(str(root / "shapes" / name / "model.safetensors"), "pt") as f:
+        with safe_open(str(root / "shapes-large" / name / "model.safetensors"), "pt") as f:
             assert {f.get_tensor(k).dtype for k in f.keys()} <= {torch.float16, torch.int64}
     info = reference_info("DiT", root=root)
-    assert info["command"] == "ldetok-lite reference build DiT --dataset shapes --preset smoke"
-    assert info["dataset"] == "shapes"
+    assert info["command"] == "ldetok-lite reference build DiT --dataset shapes-large --preset smoke"
+    assert info["dataset"] == "shapes-large"
     assert len(info["git_commit"]) >= 7 and info["steps"] == 6 and info["train_seconds"] >= 0
     assert [row["cfg_scale"] for row in info["eval"]] == list(REFERENCE_CFG_SCALES)
     assert all(0 <= row["class_accuracy"] <= 1 and row["gfid"] > 0 for row in info["eval"])
     assert info["cfg_scale"] == choose_guidance(info["eval"])  # the notebook's guidance, by the rule
     # the files name no path of the machine that built them
-    config = (root / "shapes" / "DiT" / "config.json").read_text()
-    assert str(root.parent) not in config and '"reference/shapes/tokenizer-ldetok"' in config
+    config = (root / "shapes-large" / "DiT" / "config.json").read_text()
+    assert str(root.parent) not in config and '"reference/shapes-large/tokenizer-ldetok"' in config
     tok_info = reference_info("tokenizer-ldetok", root=root)
     assert tok_info["eval"][0]["psnr"] > 5 and tok_info["warm_start_steps"] == 6  # it continued from the plain AE
 
@@ -75,34 +75,35 @@ def test_load_reference_gives_a_generator_and_its_decoding_tokenizer(built):
     images = decode_latents(tok, z)
     assert images.shape == (2, 3, 32, 32) and torch.isfinite(images).all()
     # the float16 values load exactly into the float32 model
-    with safe_open(str(root / "shapes" / "DiT" / "model.safetensors"), "pt") as f:
+    with safe_open(str(root / "shapes-large" / "DiT" / "model.safetensors"), "pt") as f:
         key = next(k for k in f.keys() if f.get_tensor(k).dtype == torch.float16)
         assert torch.equal(gen.state_dict()[key], f.get_tensor(key).float())
 
 
 def test_present_model_is_kept_and_listed(built):
     root, work = built
-    before = (root / "shapes" / "DiT" / "model.safetensors").stat().st_mtime_ns
+    before = (root / "shapes-large" / "DiT" / "model.safetensors").stat().st_mtime_ns
     build_reference("DiT", root=root, work_dir=work, preset="smoke", num_images=20, log=lambda *_: None)
-    assert (root / "shapes" / "DiT" / "model.safetensors").stat().st_mtime_ns == before
+    assert (root / "shapes-large" / "DiT" / "model.safetensors").stat().st_mtime_ns == before
     rows = {r["name"]: r for r in list_references(root)}
     assert set(rows) == set(REFERENCE_NAMES)
     assert rows["DiT"]["status"] == "ok" and rows["DiT"]["megabytes"] > 0.1
     assert rows["SiT"]["status"] == "missing"
-    assert all(r["status"] == "missing" for r in list_references(root, "shapes-large"))
+    assert all(r["status"] == "missing" for r in list_references(root, "shapes"))
 
 
 def test_each_data_set_has_its_own_references(built, tmp_path):
-    """A model built on shapes-large joins reference/shapes-large/, and the shapes set does not see it."""
+    """A model built on shapes joins reference/shapes/, and the shapes-large set does not see it."""
     root, work = built
     copy = tmp_path / "reference"
     shutil.copytree(root, copy)
     build_reference("tokenizer-plain", root=copy, work_dir=work, preset="smoke", num_images=20, log=lambda *_: None,
-                    dataset="shapes-large")
-    info = reference_info("tokenizer-plain", root=copy, dataset="shapes-large")
-    assert info["dataset"] == "shapes-large" and "--dataset shapes-large" in info["command"]
-    assert (copy / "shapes-large" / "tokenizer-plain" / "model.safetensors").is_file()
-    with pytest.raises(ReferenceModelError, match="reference build tokenizer-plain --dataset shapes"):
+                    dataset="shapes")
+    info = reference_info("tokenizer-plain", root=copy, dataset="shapes")
+    assert info["dataset"] == "shapes" and info["command"].startswith(
+        "ldetok-lite reference build tokenizer-plain --dataset shapes ")
+    assert (copy / "shapes" / "tokenizer-plain" / "model.safetensors").is_file()
+    with pytest.raises(ReferenceModelError, match="reference build tokenizer-plain --dataset shapes-large"):
         load_reference("tokenizer-plain", root=copy)
     with pytest.raises(ValueError, match="dataset='cifar10' has no reference models; allowed: shapes, shapes-large"):
         load_reference("DiT", root=copy, dataset="cifar10")
@@ -129,11 +130,11 @@ def test_missing_unknown_and_altered_models_are_clear_errors(built, tmp_path):
         load_reference("SIT-XL", root=root)
     copy = tmp_path / "reference"
     shutil.copytree(root, copy)
-    weights = copy / "shapes" / "DiT" / "model.safetensors"
+    weights = copy / "shapes-large" / "DiT" / "model.safetensors"
     data = bytearray(weights.read_bytes())
     data[-1] ^= 0xFF
     weights.write_bytes(bytes(data))
-    with pytest.raises(ReferenceModelError, match="failed its manifest check.*git checkout -- reference/shapes/DiT"):
+    with pytest.raises(ReferenceModelError, match="failed its manifest check.*git checkout -- reference/shapes-large/DiT"):
         load_reference("DiT", root=copy)
     assert "manifest check" in {r["name"]: r for r in list_references(copy)}["DiT"]["status"]
     assert cli_main(["reference", "list", "--root", str(copy)]) == 1
@@ -144,8 +145,8 @@ def test_generator_refuses_another_tokenizer(built, tmp_path):
     copy = tmp_path / "reference"
     shutil.copytree(root, copy)
     build_reference("tokenizer-plain", root=copy, work_dir=work, preset="smoke", num_images=20, log=lambda *_: None)
-    shutil.rmtree(copy / "shapes" / "tokenizer-ldetok")
-    shutil.copytree(copy / "shapes" / "tokenizer-plain", copy / "shapes" / "tokenizer-ldetok")
+    shutil.rmtree(copy / "shapes-large" / "tokenizer-ldetok")
+    shutil.copytree(copy / "shapes-large" / "tokenizer-plain", copy / "shapes-large" / "tokenizer-ldetok")
     with pytest.raises(ReferenceModelError, match="trained on another 'tokenizer-ldetok'"):
         load_reference("DiT", root=copy)
 
@@ -195,14 +196,14 @@ def test_notebooks_skip_only_a_missing_reference(built, tmp_path):
     lines = []
     refs = load_references(["DiT", "SiT"], root=root, log=lines.append)
     assert refs["DiT"][0].reference_info["name"] == "DiT" and refs["SiT"] is None
-    assert any("ldetok-lite reference build SiT --dataset shapes" in line for line in lines)
-    assert any(line.startswith("reference/shapes/DiT: 6 steps") for line in lines)
+    assert any("ldetok-lite reference build SiT --dataset shapes-large" in line for line in lines)
+    assert any(line.startswith("reference/shapes-large/DiT: 6 steps") for line in lines)
     assert reference_guidance(refs, "DiT") == refs["DiT"][0].reference_info["cfg_scale"]
     assert reference_guidance(refs, "SiT") == FALLBACK_GUIDANCE
     with pytest.raises(ValueError, match="allowed: tokenizer-plain"):
         load_references(["SIT"], root=root)
     copy = tmp_path / "reference"
     shutil.copytree(root, copy)
-    (copy / "shapes" / "DiT" / "config.json").write_text("{}")
+    (copy / "shapes-large" / "DiT" / "config.json").write_text("{}")
     with pytest.raises(ReferenceModelError, match="DiT"):
         load_references(["DiT"], root=copy)
