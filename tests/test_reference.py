@@ -134,7 +134,8 @@ def test_missing_unknown_and_altered_models_are_clear_errors(built, tmp_path):
     data = bytearray(weights.read_bytes())
     data[-1] ^= 0xFF
     weights.write_bytes(bytes(data))
-    with pytest.raises(ReferenceModelError, match="failed its manifest check.*git checkout -- reference/shapes-large/DiT"):
+    fix = "git checkout -- reference/shapes-large/DiT"
+    with pytest.raises(ReferenceModelError, match=f"failed its manifest check.*{fix}"):
         load_reference("DiT", root=copy)
     assert "manifest check" in {r["name"]: r for r in list_references(copy)}["DiT"]["status"]
     assert cli_main(["reference", "list", "--root", str(copy)]) == 1

@@ -1,16 +1,16 @@
 """The reference models shipped with the kit: trained longer than a notebook can, loaded in seconds.
 
     gen, tok = load_reference("LightningDiT")   # the generator and the tokenizer it was trained on
-    tok = load_reference("tokenizer-ldetok", dataset="shapes-large")
+    tok = load_reference("tokenizer-ldetok", dataset="shapes")   # the set of the other embedded data
     reference_info("LightningDiT")              # command, git commit, steps, wall time, class accuracy, gFID
 
 There is one set of models per embedded data set (``reference/<dataset>/<name>/``), so a notebook
 run on ``shapes`` or ``shapes-large`` is shown references trained on its own images; the default
-is the data of the recipes' preset (``tiny-long``). Each model is an ordinary checkpoint folder
-(``from_pretrained`` reads it): float16 weights, ``config.json`` and a ``MANIFEST.json`` with the
-size and SHA-256 of every file, so a missing or altered file is an error that names the model and
-the fix. ``config.json`` holds the provenance under ``configs.reference``. One command rebuilds a
-model from its recipe (``presets.REFERENCE_RECIPES``)::
+is the data of the recipes' preset (``tiny-long``, like ``tiny``: ``shapes-large``). Each model is
+an ordinary checkpoint folder (``from_pretrained`` reads it): float16 weights, ``config.json`` and a
+``MANIFEST.json`` with the size and SHA-256 of every file, so a missing or altered file is an error
+that names the model and the fix. ``config.json`` holds the provenance under ``configs.reference``.
+One command rebuilds a model from its recipe (``presets.REFERENCE_RECIPES``)::
 
     ldetok-lite reference build LightningDiT --dataset shapes-large   # its tokenizer first when missing
 
