@@ -67,7 +67,7 @@ def _smoke() -> Preset:
 def _tiny() -> Preset:
     return Preset(
         name="tiny",
-        # the shapes drawn large (radius 0.55-0.80 of the half-width): at 2000 generator steps, 38-55 %
+        # the shapes drawn large (radius 0.55-0.80 of the half-width): at 2000 generator steps, 36-53 %
         # of the samples show their class at cfg 1, against 21 % on `shapes` (README, Troubleshooting)
         data=DataConfig(dataset="shapes-large", num_train=20000, num_val=1000),
         # l-DeTok from scratch needs >= 10x this budget; continuing from the plain AE gives
