@@ -32,8 +32,8 @@ from .diffusion import GaussianDiffusion
 
 # The paper code's SIZE_DICT (official ``models/model_utils.py``): width, depth, heads. ``tiny`` is ours for the CPU:
 # the 8×8×8 latents of detok_tiny in 2×2 patches (16 tokens), so width 128 costs what width 64 on
-# 64 tokens does (~0.05 s per step at batch 64 on 2 threads; the tiny preset's 2000 steps take under
-# 2 minutes). At equal compute it gave clearer shapes than width 64 at patch 1.
+# 64 tokens does (~0.07 s per step at batch 64 on 2 threads; the tiny preset's 2000 steps take about
+# 2.5 minutes). At equal compute it gave clearer shapes than width 64 at patch 1.
 SIZES = {
     "tiny": dict(hidden_size=128, depth=4, num_heads=4, patch_size=2),
     "small": dict(hidden_size=512, depth=8, num_heads=8),
